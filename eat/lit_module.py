@@ -1,0 +1,115 @@
+"""LightningModule: the encoder (with its mechanisms), losses, GLUE metrics, optimiser."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, MulticlassAccuracy
+from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
+
+from eat.config import OptimConfig
+from eat.data.tasks import TaskSpec
+from eat.model.encoder import Encoder
+from eat.model.state import Outputs
+
+PREDICTION_FIELDS = ("idx", "label", "pred", "exit_layer", "tokens_in", "tokens_final", "gflops", "gflops_static")
+
+
+def task_metrics(spec: TaskSpec) -> MetricCollection:
+    make = {
+        "accuracy": lambda: MulticlassAccuracy(num_classes=max(spec.num_labels, 2), average="micro"),
+        "f1": lambda: BinaryF1Score(),
+        "mcc": lambda: MatthewsCorrCoef(task="binary"),
+        "pearson": lambda: PearsonCorrCoef(),
+        "spearman": lambda: SpearmanCorrCoef(),
+    }
+    return MetricCollection({name: make[name]() for name in spec.metrics})
+
+
+class EATModule(pl.LightningModule):
+    def __init__(self, encoder: Encoder, spec: TaskSpec, optim: OptimConfig, eval_splits: List[str]):
+        super().__init__()
+        self.encoder, self.spec, self.optim, self.eval_splits = encoder, spec, optim, list(eval_splits)
+        # One metric collection per eval split (MNLI matched / mismatched never share state).
+        self.val_metrics = nn.ModuleList(task_metrics(spec) for _ in eval_splits)
+        self.test_metrics = nn.ModuleList(task_metrics(spec) for _ in eval_splits)
+        self.test_records: Dict[int, List[Dict[str, Tensor]]] = {}
+
+    def forward(self, batch: Dict[str, Tensor]) -> Outputs:
+        return self.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+
+    def predictions(self, logits: Tensor) -> Tensor:
+        return logits.squeeze(-1) if self.spec.is_regression else logits.argmax(-1)
+
+    def loss(self, out: Outputs, labels: Tensor) -> Tensor:
+        if self.spec.is_regression:
+            return F.mse_loss(out.logits.squeeze(-1), labels)
+        exit_ = self.encoder.mechanisms["exit"] if "exit" in self.encoder.mechanisms else None
+        if exit_ is not None and out.head_logits:
+            return exit_.joint_loss(out.head_logits, out.logits, labels)
+        return F.cross_entropy(out.logits, labels)
+
+    # -- steps
+    def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.loss(self(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        return loss
+
+    def validation_step(self, batch: Dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        out = self(batch)
+        self.val_metrics[dataloader_idx].update(self.predictions(out.logits), batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        for i, (split, metrics) in enumerate(zip(self.eval_splits, self.val_metrics)):
+            values = metrics.compute()
+            metrics.reset()
+            for name, v in values.items():
+                self.log(f"val/{split}/{name}", v, sync_dist=True)
+            if i == 0:  # the model-selection score: first metric of the first eval split
+                self.log("val/score", values[self.spec.metrics[0]], prog_bar=True, sync_dist=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_records = {}
+
+    def test_step(self, batch: Dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        out = self(batch)
+        pred = self.predictions(out.logits)
+        self.test_metrics[dataloader_idx].update(pred, batch["labels"])
+        self.test_records.setdefault(dataloader_idx, []).append({
+            "idx": batch["idx"], "label": batch["labels"], "pred": pred, "exit_layer": out.exit_layer,
+            "tokens_in": out.tokens_in, "tokens_final": out.tokens_final,
+            "gflops": out.flops / 1e9, "gflops_static": out.static_flops / 1e9})
+
+    def test_results(self) -> Dict[str, Dict]:
+        """Per eval split: metric values and per-example records (lists), after `trainer.test`."""
+        results = {}
+        for i, split in enumerate(self.eval_splits):
+            values = {k: float(v) for k, v in self.test_metrics[i].compute().items()}
+            self.test_metrics[i].reset()
+            recs = self.test_records.get(i, [])
+            cols = {f: torch.cat([r[f].detach().cpu() for r in recs]).tolist() if recs else [] for f in PREDICTION_FIELDS}
+            results[split] = {"metrics": values, "records": cols}
+        return results
+
+    # -- optimisation
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+        o = self.optim
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(o.warmup_ratio * total)
+
+        def linear(step: int) -> float:  # linear warmup, then linear decay to 0
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, linear),
+                                                   "interval": "step"}}

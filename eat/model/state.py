@@ -1,0 +1,63 @@
+"""What travels through the layer loop: the rows and tokens still in flight, and per-example results.
+
+`State` shrinks as mechanisms act (rows exit, tokens are pruned); `Outputs` is allocated once for the
+whole batch and filled in the batch's original order, via `State.rows`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Outputs:
+    """Per-example results of one forward, in the batch's original row order."""
+
+    logits: Tensor  # (B, C) prediction of the head each row left through
+    exit_layer: Tensor  # (B,) number of layers executed (num_layers when the row never exited)
+    tokens_in: Tensor  # (B,) real tokens of the input
+    tokens_kept: Tensor  # (B, num_layers) real tokens still in flight after each layer (0 after exit)
+    flops: Tensor  # (B,) float64, FLOPs executed for the row (its share of the shapes that ran)
+    static_flops: Tensor  # (B,) float64, FLOPs the static model spends on the same batch
+    # Training only: logits of every exit head for every row (no row exits while training).
+    head_logits: List[Tensor] = field(default_factory=list)
+
+    @property
+    def tokens_final(self) -> Tensor:  # (B,) tokens in flight in the last layer the row ran
+        return self.tokens_kept.gather(1, (self.exit_layer - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+
+
+@dataclass
+class State:
+    hidden: Tensor  # (B', L', D) rows and tokens still in flight
+    mask: Tensor  # (B', L') bool, True for real tokens
+    rows: Tensor  # (B',) index of each in-flight row in the original batch
+    protected: Tensor  # (B', L') bool, tokens pruning must keep ([CLS], first [SEP] of pairs)
+    out: Outputs
+    # Early-exit bookkeeping per in-flight row (patience criterion).
+    last_pred: Optional[Tensor] = None  # (B',)
+    agree: Optional[Tensor] = None  # (B',)
+
+    @property
+    def batch(self) -> int:
+        return self.hidden.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.hidden.shape[1]
+
+    def select_rows(self, keep: Tensor) -> "State":
+        """Keep the rows where `keep` (B',) is True; the batch really gets smaller."""
+        idx = keep.nonzero().squeeze(1)
+        pick = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
+        return State(pick(self.hidden), pick(self.mask), pick(self.rows), pick(self.protected), self.out,
+                     pick(self.last_pred), pick(self.agree))
+
+    def select_tokens(self, index: Tensor, mask: Tensor) -> "State":
+        """Gather tokens `index` (B', L'') per row; `mask` (B', L'') marks which gathered slots are real."""
+        hidden = self.hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, self.hidden.shape[-1]))
+        protected = self.protected.gather(1, index) & mask
+        return State(hidden, mask, self.rows, protected, self.out, self.last_pred, self.agree)

@@ -1,0 +1,114 @@
+"""The results table (one row per eval split and batch size) and per-example prediction files.
+
+Rows are appended atomically: one `write` of whole lines under an exclusive `flock`, so a killed job never
+leaves a torn row and concurrent multirun jobs never interleave. Prediction files are written to a temp
+file and renamed into place.
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tempfile
+from typing import Dict, Iterable, List, Mapping, Optional
+
+# Documented in README.md ("Results columns"). New columns are appended at the end, never reordered.
+COLUMNS: List[str] = [
+    "run_id", "timestamp", "git_sha", "config_hash", "task", "split", "model", "mechanism", "mode", "seed",
+    "batch_size", "device", "threads", "n_examples",
+    "accuracy", "f1", "mcc", "pearson", "spearman",
+    "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_per_example",
+    "throughput_eps",
+    "avg_exit_layer", "num_layers", "avg_token_retention", "gflops_per_example", "gflops_static_per_example",
+    "flops_reduction", "mechanism_params", "ckpt_path", "output_dir",
+]
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+def config_hash(cfg: Mapping) -> str:
+    """Hash of what determines a result: everything but paths, loggers and bookkeeping keys."""
+    ignore = {"output_dir", "results_csv", "logger", "skip_completed", "eval_batch_sizes"}
+    payload = {k: v for k, v in cfg.items() if k not in ignore}
+    if isinstance(payload.get("trainer"), dict):  # progress bars do not change results
+        payload["trainer"] = {k: v for k, v in payload["trainer"].items() if k != "enable_progress_bar"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _format(row: Mapping) -> Dict[str, str]:
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise KeyError(f"results row has columns not in eat.results.COLUMNS: {sorted(unknown)}")
+    out = {}
+    for c in COLUMNS:
+        v = row.get(c)
+        out[c] = "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+    return out
+
+
+def append_rows(path: str, rows: Iterable[Mapping]) -> None:
+    """Append rows to the CSV at `path` (header written if the file is new) in one locked write."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    for row in rows:
+        writer.writerow(_format(row))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = buf.getvalue()
+        if os.fstat(fd).st_size == 0:
+            data = ",".join(COLUMNS) + "\n" + data
+        os.write(fd, data.encode())
+        os.fsync(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_rows(path: str) -> List[Dict[str, str]]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def has_config(path: str, chash: str) -> bool:
+    return any(r.get("config_hash") == chash for r in read_rows(path))
+
+
+def write_csv_atomic(path: str, columns: List[str], data: Mapping[str, list]) -> None:
+    """Write columns of equal length to `path` via a temp file + rename (never a half-written file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        w.writerows(zip(*(data[c] for c in columns)))
+    os.replace(tmp, path)
+
+
+def summarize(records: Mapping[str, list], num_layers: int) -> Dict[str, Optional[float]]:
+    """Adaptive-inference statistics of one evaluation, from its per-example records."""
+    n = len(records["idx"])
+    if n == 0:
+        return {}
+    g, gs = sum(records["gflops"]) / n, sum(records["gflops_static"]) / n
+    return {
+        "avg_exit_layer": sum(records["exit_layer"]) / n,
+        "num_layers": num_layers,
+        "avg_token_retention": sum(f / max(i, 1) for f, i in zip(records["tokens_final"], records["tokens_in"])) / n,
+        "gflops_per_example": g,
+        "gflops_static_per_example": gs,
+        "flops_reduction": gs / g if g > 0 else None,
+    }

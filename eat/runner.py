@@ -1,0 +1,145 @@
+"""What `train.py` and `eval.py` do: validate the config, build the objects, fit, evaluate, write results."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Dict, List, Optional
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from eat import results
+from eat.callbacks.latency import LatencyCallback
+from eat.config import ConfigError, RunConfig, to_run_config
+from eat.data.glue import GLUEDataModule
+from eat.data.tasks import TASKS
+from eat.lit_module import PREDICTION_FIELDS, EATModule
+from eat.model import build_encoder, load_tokenizer
+
+
+def set_env_defaults() -> None:
+    """W&B offline unless the user says otherwise; no background network calls."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_module(run: RunConfig, tokenizer, eval_splits: List[str]) -> EATModule:
+    spec = TASKS[run.task.name]
+    encoder = build_encoder(run.model, run.mechanism, spec.num_labels, tokenizer)
+    return EATModule(encoder, spec, run.optim, eval_splits)
+
+
+def load_checkpoint_weights(module: EATModule, path: str) -> None:
+    """Load trained weights. Mechanism weights the checkpoint has but this config does not use are ignored
+    (evaluate an exit-trained model without exits); weights this config needs but the checkpoint lacks
+    are an error (exit heads cannot be evaluated untrained)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"ckpt_path={path!r}: file not found")
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing:
+        raise ConfigError(f"ckpt_path={path!r} lacks weights this config needs: {missing[:6]} "
+                          f"(was it trained with the same model and mechanism?)")
+    bad = [k for k in unexpected if ".mechanisms." not in k]
+    if bad:
+        raise ConfigError(f"ckpt_path={path!r} has weights this model does not know: {bad[:6]}")
+
+
+def run(cfg: DictConfig) -> List[Dict]:
+    set_env_defaults()
+    rc = to_run_config(cfg)  # every range check runs here, before any data or model is touched
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    chash = results.config_hash(plain)
+    if rc.skip_completed and results.has_config(rc.results_csv, chash):
+        print(f"[eat] skip: {rc.results_csv} already has rows for config_hash={chash}")
+        return []
+    if rc.threads:
+        torch.set_num_threads(rc.threads)
+    pl.seed_everything(rc.seed, workers=True, verbose=False)
+
+    tokenizer = load_tokenizer(rc.model)
+    dm = GLUEDataModule(rc.task, rc.data, tokenizer, rc.seed)
+    module = build_module(rc, tokenizer, dm.eval_split_names)
+    loggers = [instantiate(node) for node in cfg.logger.values()]
+    callbacks = [instantiate(node) for node in cfg.callbacks.values()]
+    try:
+        if rc.train:
+            trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                  default_root_dir=rc.output_dir)
+            t0 = time.perf_counter()
+            trainer.fit(module, datamodule=dm, ckpt_path=rc.ckpt_path)
+            fit_s = time.perf_counter() - t0
+            best = next((c.best_model_path for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)), "")
+            if best:
+                load_checkpoint_weights(module, best)
+            print(f"[eat] fit took {fit_s:.0f}s; best checkpoint: {best or '(none: last weights)'}")
+            if trainer.global_rank != 0:
+                return []  # evaluation and results rows are rank 0's job
+            ckpt = best or None
+        else:
+            if rc.ckpt_path:
+                load_checkpoint_weights(module, rc.ckpt_path)
+            ckpt = rc.ckpt_path
+        rows = evaluate(cfg, rc, module, dm, loggers, callbacks, chash, ckpt)
+    finally:
+        finish_wandb(loggers)
+    return rows
+
+
+def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModule, loggers, callbacks,
+             chash: str, ckpt: Optional[str]) -> List[Dict]:
+    """Evaluate once per batch size in `eval_batch_sizes`; append one results row per (split, batch size)."""
+    latency = next((c for c in callbacks if isinstance(c, LatencyCallback)), None) or LatencyCallback()
+    trainer = instantiate(cfg.trainer, devices=1, strategy="auto", num_nodes=1, logger=loggers or False,
+                          callbacks=[latency], default_root_dir=rc.output_dir)
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    num_layers = module.encoder.c.num_layers
+    mech = OmegaConf.to_container(cfg.mechanism, resolve=True)
+    all_rows = []
+    module.eval()
+    for bs in rc.eval_batch_sizes:
+        dm.eval_batch_size = bs
+        trainer.test(module, datamodule=dm, verbose=False)
+        per_split = module.test_results()
+        rows = []
+        for i, split in enumerate(dm.eval_split_names):
+            res = per_split[split]
+            recs = res["records"]
+            results.write_csv_atomic(os.path.join(rc.output_dir, f"predictions_{split}_bs{bs}.csv"),
+                                     list(PREDICTION_FIELDS), recs)
+            row = {
+                "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_sha": results.git_sha(),
+                "config_hash": chash, "task": rc.task.name, "split": split, "model": rc.model.name,
+                "mechanism": rc.mechanism.name, "mode": rc.mechanism.mode, "seed": rc.seed, "batch_size": bs,
+                "device": module.device.type, "threads": torch.get_num_threads(), "n_examples": len(recs["idx"]),
+                **res["metrics"], **results.summarize(recs, num_layers),
+                **{k: v for k, v in latency.summary(i).items() if k in results.COLUMNS},
+                "mechanism_params": json.dumps({k: v for k, v in mech.items() if k != "name"}, sort_keys=True),
+                "ckpt_path": ckpt or "", "output_dir": rc.output_dir,
+            }
+            rows.append(row)
+            for lg in loggers:
+                lg.log_metrics({f"test/{split}/bs{bs}/{k}": v for k, v in row.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            print(f"[eat] {rc.task.name} {split} mechanism={rc.mechanism.name} bs={bs}: "
+                  + " ".join(f"{m}={res['metrics'][m]:.4f}" for m in res["metrics"])
+                  + (f" latency_p50={row['latency_ms_p50']:.2f}ms" if "latency_ms_p50" in row else "")
+                  + f" avg_exit_layer={row.get('avg_exit_layer', 0):.2f}")
+        latency.write_csv(os.path.join(rc.output_dir, f"latency_batches_bs{bs}.csv"))
+        results.append_rows(rc.results_csv, rows)
+        all_rows.extend(rows)
+    return all_rows
+
+
+def finish_wandb(loggers) -> None:
+    """Close the W&B run of this job, so multirun jobs never write into each other's runs."""
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()

@@ -1,0 +1,22 @@
+"""Fit, evaluate and record: python train.py task=sst2 model=minilm_l6 mechanism=none"""
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from eat.config import register_configs
+from eat.errors import exit_on_user_error
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from eat.runner import run
+
+    with exit_on_user_error():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
