@@ -194,6 +194,9 @@ class OptimConfig:
     warmup_ratio: float = 0.1
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    # Train only parameters whose names start with one of these prefixes (None: train everything), e.g.
+    # [encoder.mechanisms] trains the exit heads on a frozen fine-tuned backbone (two-stage, as DeeBERT).
+    trainable: Optional[List[str]] = None
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
@@ -244,9 +247,12 @@ class RunConfig:
     seed: int = 42
     train: bool = True  # fit before evaluating (eval.py sets False and needs ckpt_path)
     ckpt_path: Optional[str] = None  # train.py: resume from it; eval.py: the checkpoint to evaluate
+    # Start training from these weights (e.g. a static fine-tune); mechanism weights it lacks start fresh.
+    init_ckpt: Optional[str] = None
     results_csv: str = "outputs/results.csv"
     eval_batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
     threads: Optional[int] = None  # torch.set_num_threads; None keeps torch's default
+    peer: Optional[str] = None  # hf_static: evaluate HF AutoModelForSequenceClassification with the same weights
     skip_completed: bool = False  # skip the job if results_csv already has rows with this config_hash
     output_dir: str = "outputs/run"  # set to Hydra's run dir by the configs
 
@@ -254,21 +260,50 @@ class RunConfig:
         _check(len(self.eval_batch_sizes) > 0 and all(b >= 1 for b in self.eval_batch_sizes),
                "eval_batch_sizes", self.eval_batch_sizes, "must be a non-empty list of sizes >= 1")
         _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1 or null")
+        if self.peer is not None:
+            _choice("peer", self.peer, ("hf_static",))
+            _check(self.mechanism.name == "none", "peer", self.peer, "peers run the static model: use mechanism=none")
         if not self.train and not self.ckpt_path and self.model.pretrained is None:
             raise ConfigError("ckpt_path is required to evaluate a randomly initialised model (train=false)")
 
 
+def package_path(rel: str = "") -> str:
+    """`${eat_path:data/demo}` in a config: a path inside the installed `eat` package, wherever it is run from."""
+    import os
+
+    base = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(base, rel) if rel else base
+
+
 def register_configs() -> None:
-    """Register the schemas so the YAML files can extend them (`defaults: [run_schema]`)."""
+    """Register the schemas so the YAML files can extend them (`defaults: [run_schema]`), and the resolvers."""
+    OmegaConf.register_new_resolver("eat_path", package_path, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
-    for group, node in (("task", TaskConfig), ("model", ModelConfig), ("mechanism", MechanismConfig),
-                        ("trainer", TrainerConfig)):
-        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
+    """Reject keys the schemas do not have. Hydra rejects `model.hiddn_size=3`, but an appending override
+    (`+model.hiddn_size=3`) lifts the struct flag and `OmegaConf.to_object` then drops the key silently."""
+    import dataclasses
+
+    schema = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(schema):
+        return  # free-form dicts: logger, callbacks, data.split_files, data.split_slices
+    allowed = [f.name for f in dataclasses.fields(schema)]
+    for key in cfg.keys():
+        node = cfg._get_node(key)
+        if key not in allowed:
+            value = node._value() if node is not None and not isinstance(node, DictConfig) else "{...}"
+            raise ConfigError(f"{prefix}{key}={value!r} is not a known key of {prefix.rstrip('.') or 'the config'}; "
+                              f"allowed keys: {', '.join(allowed)}")
+        if isinstance(node, DictConfig) and not node._is_none():
+            check_known_keys(node, f"{prefix}{key}.")
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Resolve and validate a composed config into typed dataclasses (runs every `__post_init__`)."""
+    check_known_keys(cfg)
     try:
         run = OmegaConf.to_object(cfg)
     except Exception as e:  # OmegaConf wraps our ConfigError; surface the readable part

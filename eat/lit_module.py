@@ -11,7 +11,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, MulticlassAccuracy
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
-from eat.config import OptimConfig
+from eat.config import ConfigError, OptimConfig
 from eat.data.tasks import TaskSpec
 from eat.model.encoder import Encoder
 from eat.model.state import Outputs
@@ -97,10 +97,15 @@ class EATModule(pl.LightningModule):
 
     # -- optimisation
     def configure_optimizers(self):
+        o = self.optim
         decay, no_decay = [], []
         for name, p in self.named_parameters():
+            if o.trainable is not None and not name.startswith(tuple(o.trainable)):
+                p.requires_grad_(False)  # frozen (two-stage training of exit heads)
+                continue
             (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
-        o = self.optim
+        if not decay and not no_decay:
+            raise ConfigError(f"optim.trainable={o.trainable} matches no parameter of the model")
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))

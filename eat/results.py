@@ -36,10 +36,21 @@ def git_sha() -> str:
         return "unknown"
 
 
+def _under_run_dir(v, run_dir: str):
+    """`v` with the run folder in every string replaced by a placeholder."""
+    if isinstance(v, dict):
+        return {k: _under_run_dir(x, run_dir) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_under_run_dir(x, run_dir) for x in v]
+    return v.replace(run_dir, "${output_dir}") if isinstance(v, str) else v
+
+
 def config_hash(cfg: Mapping) -> str:
     """Hash of what determines a result: everything but paths, loggers and bookkeeping keys."""
     ignore = {"output_dir", "results_csv", "logger", "skip_completed", "eval_batch_sizes"}
     payload = {k: v for k, v in cfg.items() if k not in ignore}
+    if cfg.get("output_dir"):  # paths under the run folder (the checkpoint callback's dirpath) are bookkeeping
+        payload = _under_run_dir(payload, str(cfg["output_dir"]))
     if isinstance(payload.get("trainer"), dict):  # progress bars do not change results
         payload["trainer"] = {k: v for k, v in payload["trainer"].items() if k != "enable_progress_bar"}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]

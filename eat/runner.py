@@ -18,7 +18,7 @@ from eat.config import ConfigError, RunConfig, to_run_config
 from eat.data.glue import GLUEDataModule
 from eat.data.tasks import TASKS
 from eat.lit_module import PREDICTION_FIELDS, EATModule
-from eat.model import build_encoder, load_tokenizer
+from eat.model.build import build_encoder, load_tokenizer
 
 
 def set_env_defaults() -> None:
@@ -35,14 +35,16 @@ def build_module(run: RunConfig, tokenizer, eval_splits: List[str]) -> EATModule
     return EATModule(encoder, spec, run.optim, eval_splits)
 
 
-def load_checkpoint_weights(module: EATModule, path: str) -> None:
+def load_checkpoint_weights(module: EATModule, path: str, fresh_mechanisms: bool = False) -> None:
     """Load trained weights. Mechanism weights the checkpoint has but this config does not use are ignored
     (evaluate an exit-trained model without exits); weights this config needs but the checkpoint lacks
-    are an error (exit heads cannot be evaluated untrained)."""
+    are an error (exit heads cannot be evaluated untrained), unless `fresh_mechanisms` (init_ckpt)."""
     if not os.path.isfile(path):
         raise ConfigError(f"ckpt_path={path!r}: file not found")
     state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     missing, unexpected = module.load_state_dict(state, strict=False)
+    if fresh_mechanisms:
+        missing = [k for k in missing if ".mechanisms." not in k]
     if missing:
         raise ConfigError(f"ckpt_path={path!r} lacks weights this config needs: {missing[:6]} "
                           f"(was it trained with the same model and mechanism?)")
@@ -51,12 +53,39 @@ def load_checkpoint_weights(module: EATModule, path: str) -> None:
         raise ConfigError(f"ckpt_path={path!r} has weights this model does not know: {bad[:6]}")
 
 
+def check_against_model(rc: RunConfig) -> None:
+    """Checks that need the model's depth (mechanism layers are rescaled to it), before the tokenizer or
+    any data is loaded: build the mechanisms alone, for the model's shape, and let them raise ConfigError."""
+    from eat.mechanisms import build_mechanisms
+    from eat.model.encoder import EncoderConfig
+    from eat.model.hub import encoder_config, resolve_checkpoint
+
+    num_labels = TASKS[rc.task.name].num_labels
+    m = rc.model
+    if m.pretrained is None:
+        c = EncoderConfig(arch=m.arch, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
+                          num_labels=num_labels)
+    else:
+        c = encoder_config(resolve_checkpoint(m.pretrained), num_labels)
+    build_mechanisms(rc.mechanism, c)
+
+
+def is_completed(rc: RunConfig, chash: str) -> bool:
+    """True if the results table has a row for every (eval split, eval batch size) of this config: a job
+    killed between two batch sizes has written only some of its rows and is not complete."""
+    done = {(r.get("split"), r.get("batch_size")) for r in results.read_rows(rc.results_csv)
+            if r.get("config_hash") == chash}
+    splits = rc.task.eval_splits or TASKS[rc.task.name].eval_splits
+    return all((s, str(bs)) in done for s in splits for bs in rc.eval_batch_sizes)
+
+
 def run(cfg: DictConfig) -> List[Dict]:
     set_env_defaults()
     rc = to_run_config(cfg)  # every range check runs here, before any data or model is touched
+    check_against_model(rc)  # mechanism layers vs the model's depth, still before any data
     plain = OmegaConf.to_container(cfg, resolve=True)
     chash = results.config_hash(plain)
-    if rc.skip_completed and results.has_config(rc.results_csv, chash):
+    if rc.skip_completed and is_completed(rc, chash):
         print(f"[eat] skip: {rc.results_csv} already has rows for config_hash={chash}")
         return []
     if rc.threads:
@@ -66,6 +95,8 @@ def run(cfg: DictConfig) -> List[Dict]:
     tokenizer = load_tokenizer(rc.model)
     dm = GLUEDataModule(rc.task, rc.data, tokenizer, rc.seed)
     module = build_module(rc, tokenizer, dm.eval_split_names)
+    if rc.init_ckpt:
+        load_checkpoint_weights(module, rc.init_ckpt, fresh_mechanisms=True)
     loggers = [instantiate(node) for node in cfg.logger.values()]
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]
     try:
@@ -79,13 +110,24 @@ def run(cfg: DictConfig) -> List[Dict]:
             if best:
                 load_checkpoint_weights(module, best)
             print(f"[eat] fit took {fit_s:.0f}s; best checkpoint: {best or '(none: last weights)'}")
+            if trainer.world_size > 1:
+                # Evaluation and results rows are rank 0's job, on one device. Leave the process group
+                # first: while it exists torchmetrics syncs metric states in `compute()` with ranks that
+                # have already returned, and rank 0 fails ("Connection closed by peer").
+                trainer.strategy.barrier("eat-fit-done")
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    torch.distributed.destroy_process_group()
             if trainer.global_rank != 0:
-                return []  # evaluation and results rows are rank 0's job
+                return []
             ckpt = best or None
         else:
             if rc.ckpt_path:
                 load_checkpoint_weights(module, rc.ckpt_path)
             ckpt = rc.ckpt_path
+        if rc.peer == "hf_static":
+            from eat.peers import HFStatic
+
+            module.encoder = HFStatic(module.encoder)
         rows = evaluate(cfg, rc, module, dm, loggers, callbacks, chash, ckpt)
     finally:
         finish_wandb(loggers)
@@ -115,7 +157,7 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
                                      list(PREDICTION_FIELDS), recs)
             row = {
                 "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_sha": results.git_sha(),
-                "config_hash": chash, "task": rc.task.name, "split": split, "model": rc.model.name,
+                "config_hash": chash, "task": rc.task.name, "split": split, "model": rc.peer or rc.model.name,
                 "mechanism": rc.mechanism.name, "mode": rc.mechanism.mode, "seed": rc.seed, "batch_size": bs,
                 "device": module.device.type, "threads": torch.get_num_threads(), "n_examples": len(recs["idx"]),
                 **res["metrics"], **results.summarize(recs, num_layers),
@@ -132,8 +174,14 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
                   + (f" latency_p50={row['latency_ms_p50']:.2f}ms" if "latency_ms_p50" in row else "")
                   + f" avg_exit_layer={row.get('avg_exit_layer', 0):.2f}")
         latency.write_csv(os.path.join(rc.output_dir, f"latency_batches_bs{bs}.csv"))
+        for lg in loggers:  # trainer.test already finalised the loggers: flush the rows logged after it
+            lg.save()
         results.append_rows(rc.results_csv, rows)
         all_rows.extend(rows)
+    for lg in loggers:  # the final results as a W&B table (kept in the offline run folder as JSON)
+        if type(lg).__name__ == "WandbLogger":
+            lg.log_table(key="results", columns=results.COLUMNS, data=[[r.get(c) for c in results.COLUMNS]
+                                                                     for r in all_rows])
     return all_rows
 
 

@@ -1,7 +1,6 @@
 """GLUE LightningDataModule: read splits, tokenise with the model's fast tokenizer, pad per batch."""
 from __future__ import annotations
 
-import os
 import random
 from typing import Dict, Iterator, List, Optional
 
@@ -86,7 +85,7 @@ class GLUEDataModule(pl.LightningDataModule):
 
     # -- reading
     def _source(self) -> tuple:
-        root = self.cfg.dir or os.environ.get("EAT_GLUE_DIR") or None
+        root = self.cfg.dir  # the configs default it to $EAT_GLUE_DIR
         source = self.cfg.source
         if source == "auto":
             source = "tsv" if root else "hub"

@@ -33,7 +33,7 @@ def read_glue_tsv(path: str, spec: TaskSpec) -> Columns:
         except UnicodeDecodeError as e:
             raise DataError(f"{path}:{n}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
     if not lines:
-        raise DataError(f"{path}: empty file (expected a header line and rows)")
+        raise DataError(f"{path}:1: empty file (expected a header line and rows)")
 
     if spec.tsv_positions is not None:  # header-less file (CoLA): fixed column positions
         (text_cols, label_col), first, width = spec.tsv_positions, 0, None
@@ -45,7 +45,7 @@ def read_glue_tsv(path: str, spec: TaskSpec) -> Columns:
         text_cols = tuple(header.index(c) for c in spec.tsv_text_columns)
         label_col, first, width = header.index(spec.tsv_label_column), 1, len(header)
     if len(lines) <= first:
-        raise DataError(f"{path}: no data rows after the header")
+        raise DataError(f"{path}:{first + 1}: no data rows after the header (the file has {len(lines)} line(s))")
 
     out: Columns = {"text_a": [], "label": [], "idx": []}
     if len(text_cols) == 2:
@@ -109,7 +109,11 @@ def load_split(spec: TaskSpec, split: str, source: str, root: Optional[str], hub
             raise DataError(f"{pattern}: no parquet file found for split {split!r} of task {spec.name}")
         ds = datasets.load_dataset("parquet", data_files={split: files}, split=split)
         return _from_hf(ds, spec, files[0])
-    ds = datasets.load_dataset(hub_path, spec.hub_name, split=split)
+    try:
+        ds = datasets.load_dataset(hub_path, spec.hub_name, split=split)
+    except (ConnectionError, OSError) as e:
+        raise DataError(f"{hub_path}/{spec.hub_name}:{split}: cannot load from the hub ({type(e).__name__}: {e}); "
+                        "offline, point data.dir (or EAT_GLUE_DIR) at a local GLUE folder") from None
     return _from_hf(ds, spec, f"{hub_path}/{spec.hub_name}:{split}")
 
 

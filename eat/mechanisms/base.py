@@ -4,8 +4,8 @@ For each layer the loop asks every plugged mechanism, in order:
   1. `attention(layer, state)`: an attention function to use instead of dense attention (or None);
   2. `wants_received_attention(layer)`: whether it needs the attention each token received;
 and after the layer has run:
-  3. `after_layer(layer, state, received)`: returns the state to continue with (rows may leave, tokens
-     may be dropped).
+  3. `after_layer(layer, state)`: returns the state to continue with (rows may leave, tokens may be
+     dropped); `state.received` holds the attention each token received, when asked for.
 The static model is the same loop with no mechanism plugged in.
 """
 from __future__ import annotations
@@ -27,5 +27,5 @@ class Mechanism(nn.Module):
     def wants_received_attention(self, layer: int) -> bool:
         return False
 
-    def after_layer(self, layer: int, state: State, received: Optional[Tensor]) -> State:
+    def after_layer(self, layer: int, state: State) -> State:
         return state

@@ -81,7 +81,7 @@ class EarlyExit(Mechanism):
         state.last_pred, state.agree = pred, agree
         return agree >= self.patience
 
-    def after_layer(self, layer: int, state: State, received: Optional[Tensor]) -> State:
+    def after_layer(self, layer: int, state: State) -> State:
         if layer not in self.layers:
             return state
         logits = self.head_logits(layer, state)  # (B', C)

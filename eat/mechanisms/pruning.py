@@ -38,11 +38,11 @@ class TokenPruner(Mechanism):
     def wants_received_attention(self, layer: int) -> bool:
         return self.cfg.criterion == "attention" and layer in self.keep
 
-    def after_layer(self, layer: int, state: State, received: Optional[Tensor]) -> State:
+    def after_layer(self, layer: int, state: State) -> State:
         if layer not in self.keep:
             return state
         mask, L = state.mask, state.length
-        scores = received if self.cfg.criterion == "attention" else state.hidden.norm(dim=-1)  # (B', L')
+        scores = state.received if self.cfg.criterion == "attention" else state.hidden.norm(dim=-1)  # (B', L')
         scores = scores.float().masked_fill(~mask, -math.inf).masked_fill(state.protected, math.inf)
         n_real = mask.sum(1)
         # ceil(ratio * n) without float noise: a ratio of 1.0 keeps every token

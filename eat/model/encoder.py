@@ -150,11 +150,11 @@ class Encoder(nn.Module):
                 m_ = state.mask
                 attend = lambda q, k, v, need, p, m_=m_: dense_attention(q, k, v, m_, need, p)  # noqa: E731
             need = any(m.wants_received_attention(i) for m in mechanisms)
-            state.hidden, received, attn_flops = layer(state.hidden, attend, need)
+            state.hidden, state.received, attn_flops = layer(state.hidden, attend, need)
             out.tokens_kept[state.rows, i] = state.mask.sum(1)
             out.flops[state.rows] += flops.layer_linear_flops(state.length, c.hidden_size, c.intermediate_size) + attn_flops
             for m in mechanisms:
-                state = m.after_layer(i, state, received)
+                state = m.after_layer(i, state)
                 if state.batch == 0:
                     return out  # every row has exited
         out.logits[state.rows] = self.head(state.hidden[:, 0]).to(out.logits.dtype)

@@ -37,6 +37,8 @@ class State:
     rows: Tensor  # (B',) index of each in-flight row in the original batch
     protected: Tensor  # (B', L') bool, tokens pruning must keep ([CLS], first [SEP] of pairs)
     out: Outputs
+    # Attention each token received in the layer just run (B', L'), when a mechanism asked for it.
+    received: Optional[Tensor] = None
     # Early-exit bookkeeping per in-flight row (patience criterion).
     last_pred: Optional[Tensor] = None  # (B',)
     agree: Optional[Tensor] = None  # (B',)
@@ -54,10 +56,10 @@ class State:
         idx = keep.nonzero().squeeze(1)
         pick = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
         return State(pick(self.hidden), pick(self.mask), pick(self.rows), pick(self.protected), self.out,
-                     pick(self.last_pred), pick(self.agree))
+                     pick(self.received), pick(self.last_pred), pick(self.agree))
 
     def select_tokens(self, index: Tensor, mask: Tensor) -> "State":
         """Gather tokens `index` (B', L'') per row; `mask` (B', L'') marks which gathered slots are real."""
         hidden = self.hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, self.hidden.shape[-1]))
         protected = self.protected.gather(1, index) & mask
-        return State(hidden, mask, self.rows, protected, self.out, self.last_pred, self.agree)
+        return State(hidden, mask, self.rows, protected, self.out, None, self.last_pred, self.agree)

@@ -1,0 +1,421 @@
+"""Benchmark report: markdown tables and figures from one or more results tables.
+
+    python -m eat.report --results outputs/results.csv [--results more.csv ...] --out outputs/report [--wandb]
+
+Writes to `--out`:
+  tables.md                    one table per (task, split, batch size): accuracy (mean ± std over the rows of
+                               a config, e.g. seeds), latency, throughput, speed-up and accuracy change vs the
+                               static model, exit layer, token retention, FLOPs reduction and how much of it
+                               became speed-up ("FLOPs realisation" = speed-up / FLOPs reduction)
+  summary.csv                  the same numbers, unformatted
+  frontier_<task>_bs<N>.png    accuracy vs latency per example, one point per config, Pareto set connected
+  ablation_<task>_bs<N>.png    speed-up and accuracy per config
+  exit_histogram_<task>.png    exit layers, from the per-example predictions files of the runs
+  retention_<task>.png         token retention vs input length, from the same files
+
+A config is (task, split, batch size, mechanism, mode, model, mechanism_params); all rows of a config are
+aggregated, whichever run or results file they come from. The static reference of a row is the
+mechanism=none, mode=compute rows of the same task, split and batch size, for the row's own model when it
+has them, else for minilm_l6, else for any other model but the Hugging Face baseline (`hf_static`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+HF_MODEL = "hf_static"
+DEFAULT_MODEL = "minilm_l6"
+CONFIG = ["task", "split", "batch_size", "mechanism", "mode", "model", "mechanism_params"]
+# Columns the report cannot do without; the other results columns are used when present.
+REQUIRED = ["task", "split", "model", "mechanism", "mode", "seed", "batch_size", "accuracy",
+            "latency_ms_p50", "latency_ms_per_example", "throughput_eps", "mechanism_params"]
+NUMERIC = ["seed", "batch_size", "accuracy", "latency_ms_p50", "latency_ms_per_example", "throughput_eps"]
+OPTIONAL_NUMERIC = ["f1", "mcc", "pearson", "spearman", "avg_exit_layer", "num_layers", "avg_token_retention",
+                    "flops_reduction"]
+SCORE_FALLBACKS = ["mcc", "pearson", "spearman", "f1"]  # tasks without accuracy (STS-B)
+PREDICTION_COLUMNS = ["exit_layer", "tokens_in", "tokens_final"]
+
+
+class ReportError(Exception):
+    """Bad input: the message names the file and what is wrong."""
+
+
+# ----------------------------------------------------------------------------------------------- loading
+def read_results(paths: List[str]) -> pd.DataFrame:
+    frames = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ReportError(f"results CSV not found: {path}")
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)  # "none" and "" stay strings
+        missing = [c for c in REQUIRED if c not in df.columns]
+        if missing:
+            raise ReportError(f"{path} lacks required columns: {', '.join(missing)}")
+        df["source_csv"] = os.path.abspath(path)
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    if df.empty:
+        raise ReportError(f"no result rows in {', '.join(paths)}")
+    for c in ["run_id", "output_dir"]:
+        if c not in df.columns:
+            df[c] = ""
+    repeated = df.duplicated(["run_id", "split", "batch_size"]) & (df["run_id"] != "")
+    df = df[~repeated]  # the same file (or row) given twice must not count twice
+    for c in NUMERIC + OPTIONAL_NUMERIC:
+        df[c] = pd.to_numeric(df[c], errors="coerce") if c in df.columns else np.nan
+    df["batch_size"] = df["batch_size"].astype(int)
+    df["mechanism_params"] = df["mechanism_params"].map(normalise_params)
+    df["score"] = np.nan
+    for task, rows in df.groupby("task"):
+        df.loc[rows.index, "score"] = rows[score_metric(rows)]
+    return df.reset_index(drop=True)
+
+
+def normalise_params(text: str) -> str:
+    try:
+        return json.dumps(json.loads(text), sort_keys=True)
+    except (TypeError, ValueError):
+        return text or "{}"
+
+
+def score_metric(rows: pd.DataFrame) -> str:
+    """accuracy, or for tasks that do not report it the first metric they do report."""
+    for c in ["accuracy", *SCORE_FALLBACKS]:
+        if c in rows.columns and rows[c].notna().any():
+            return c
+    return "accuracy"
+
+
+def flatten(d, prefix: str = "") -> Dict[str, object]:
+    out = {}
+    for k, v in (d.items() if isinstance(d, dict) else []):
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        elif v is not None and k != "mode":
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def add_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """`params`: the mechanism parameters that differ between configs of the same mechanism (a threshold
+    sweep: exit.threshold=0.8); `label`: a short name for figures (mechanism/mode, params, model)."""
+    flat = df["mechanism_params"].map(lambda s: flatten(json.loads(s)) if s.startswith("{") else {"params": s})
+    varying = {}
+    for mech, idx in df.groupby("mechanism").groups.items():
+        values = pd.DataFrame(list(flat[idx])).astype(str)
+        varying[mech] = [c for c in values.columns if values[c].nunique() > 1]
+    several_models = df.loc[df["model"] != HF_MODEL, "model"].nunique() > 1
+    params, labels = [], []
+    for i, r in df.iterrows():
+        params.append(", ".join(f"{k}={flat[i].get(k)}" for k in varying[r["mechanism"]]))
+        name = HF_MODEL if r["model"] == HF_MODEL else f"{r['mechanism']}/{r['mode']}"
+        name += f" [{params[-1]}]" if params[-1] else ""
+        name += f" ({r['model']})" if several_models and r["model"] != HF_MODEL else ""
+        labels.append(name)
+    return df.assign(params=params, label=labels)
+
+
+# ----------------------------------------------------------------------------------------------- numbers
+def is_static(df: pd.DataFrame) -> pd.Series:
+    return (df["mechanism"] == "none") & (df["mode"] == "compute") & (df["model"] != HF_MODEL)
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per config (rows labelled by `add_labels`), with the comparison against the static reference."""
+    agg = df.groupby(CONFIG, sort=False).agg(
+        params=("params", "first"), label=("label", "first"), n=("score", "size"),
+        seeds=("seed", lambda s: sorted(set(s.dropna().astype(int)))), score=("score", "mean"),
+        score_std=("score", "std"), latency_ms_p50=("latency_ms_p50", "mean"),
+        latency_ms_per_example=("latency_ms_per_example", "mean"), throughput_eps=("throughput_eps", "mean"),
+        avg_exit_layer=("avg_exit_layer", "mean"), num_layers=("num_layers", "max"),
+        avg_token_retention=("avg_token_retention", "mean"), flops_reduction=("flops_reduction", "mean"),
+    ).reset_index()
+    static = df[is_static(df)].groupby(["task", "split", "batch_size", "model"]).agg(
+        static_latency=("latency_ms_per_example", "mean"), static_score=("score", "mean"))
+    refs = [static_reference(static, r) for _, r in agg.iterrows()]
+    agg["reference_model"] = [ref.name[-1] if ref is not None else "" for ref in refs]
+    static_latency = pd.Series([ref["static_latency"] if ref is not None else np.nan for ref in refs])
+    static_score = pd.Series([ref["static_score"] if ref is not None else np.nan for ref in refs])
+    agg["speedup"] = static_latency / agg["latency_ms_per_example"]
+    agg["delta_points"] = 100.0 * (agg["score"] - static_score)
+    agg["flops_realisation"] = agg["speedup"] / agg["flops_reduction"]
+    order = np.where(is_static(agg), 0, np.where(agg["model"] == HF_MODEL, 1, 2))  # static, HF, the rest
+    agg = agg.assign(_order=order).sort_values(["task", "split", "batch_size", "_order", "label"], kind="stable")
+    return agg.drop(columns="_order").reset_index(drop=True)
+
+
+def static_reference(static: pd.DataFrame, r) -> Optional[pd.Series]:
+    key = (r["task"], r["split"], r["batch_size"])
+    try:
+        candidates = static.loc[key]
+    except KeyError:
+        return None
+    for model in [r["model"], DEFAULT_MODEL, *sorted(candidates.index)]:
+        if model != HF_MODEL and model in candidates.index:
+            return static.loc[(*key, model)]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- tables
+def fmt(v, spec: str, suffix: str = "") -> str:
+    return "–" if v is None or pd.isna(v) else f"{v:{spec}}{suffix}"
+
+
+def table_rows(group: pd.DataFrame) -> List[List[str]]:
+    rows = []
+    for _, r in group.iterrows():
+        seeds = ",".join(map(str, r["seeds"][:6])) + ("…" if len(r["seeds"]) > 6 else "")
+        score = fmt(100 * r["score"], ".2f")
+        if r["n"] > 1:
+            score += " ± " + fmt(100 * r["score_std"], ".2f")
+        exit_layer = fmt(r["avg_exit_layer"], ".2f")
+        if pd.notna(r["avg_exit_layer"]) and pd.notna(r["num_layers"]):
+            exit_layer += f" / {int(r['num_layers'])}"
+        rows.append([r["mechanism"], r["mode"], r["model"], r["params"] or "–", f"{seeds} ({r['n']})", score,
+                     fmt(r["latency_ms_p50"], ".2f"), fmt(r["throughput_eps"], ".1f"), fmt(r["speedup"], ".2f", "x"),
+                     fmt(r["delta_points"], "+.2f"), exit_layer, fmt(r["avg_token_retention"], ".3f"),
+                     fmt(r["flops_reduction"], ".2f", "x"), fmt(r["flops_realisation"], ".2f")])
+    return rows
+
+
+def markdown_table(header: List[str], rows: List[List[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_tables(agg: pd.DataFrame, metrics: Dict[str, str], notes: List[str], path: str) -> None:
+    parts = ["# EAT benchmark report", "",
+             "Speed-up = latency per example of the static model (mechanism none, mode compute, same task, split "
+             "and batch size) / latency per example of the row. Δ is the change of the score in points. "
+             "FLOPs realisation = speed-up / FLOPs reduction (1.0: every FLOP saved became wall-clock time).", ""]
+    for (task, split, bs), group in agg.groupby(["task", "split", "batch_size"], sort=False):
+        metric = metrics[task]
+        ref = sorted(set(group["reference_model"]) - {""})
+        parts += [f"## {task} · {split} · batch size {bs}", "",
+                  f"Score: {metric} (×100). Static reference: {', '.join(ref) if ref else 'none in the results'}.", ""]
+        header = ["mechanism", "mode", "model", "params", "seeds (n)", f"{metric} (mean ± std)", "latency p50 ms",
+                  "throughput ex/s", "speed-up", f"Δ {metric} (pts)", "avg exit layer", "token retention",
+                  "FLOPs reduction", "FLOPs realisation"]
+        parts += [markdown_table(header, table_rows(group)), ""]
+    if notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    with open(path, "w") as f:
+        f.write("\n".join(parts))
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def pareto(latency: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Points no other point beats on both axes (lower latency, higher score)."""
+    keep = np.ones(len(latency), dtype=bool)
+    for i in range(len(latency)):
+        better = (latency <= latency[i]) & (score >= score[i]) & ((latency < latency[i]) | (score > score[i]))
+        keep[i] = not better.any()
+    return keep
+
+
+def mechanism_colors(agg: pd.DataFrame) -> Dict[str, object]:
+    names = sorted(set(agg["mechanism"] + "/" + agg["mode"]) | {HF_MODEL})
+    return {n: f"C{i % 10}" for i, n in enumerate(names)}  # matplotlib's default colour cycle
+
+
+def color_of(r, colors) -> object:
+    return colors[HF_MODEL] if r["model"] == HF_MODEL else colors[f"{r['mechanism']}/{r['mode']}"]
+
+
+def frontier_figure(task: str, bs: int, data: pd.DataFrame, metric: str, colors, path: str) -> None:
+    splits = list(dict.fromkeys(data["split"]))
+    fig = Figure(figsize=(7 * len(splits), 5.5), layout="constrained")
+    for ax, split in zip(np.atleast_1d(fig.subplots(1, len(splits))), splits):
+        d = data[(data["split"] == split) & data["score"].notna() & data["latency_ms_per_example"].notna()]
+        x, y = d["latency_ms_per_example"].to_numpy(), 100 * d["score"].to_numpy()
+        for (_, r), xi, yi in zip(d.iterrows(), x, y):
+            ax.scatter(xi, yi, color=color_of(r, colors), s=45, zorder=3)
+            ax.annotate(r["label"], (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if len(d):
+            front = pareto(x, y)
+            order = np.argsort(x[front])
+            ax.plot(x[front][order], y[front][order], "k--", lw=1, zorder=2, label="Pareto set")
+            ax.scatter(x[front], y[front], s=140, facecolors="none", edgecolors="k", zorder=4)
+        for name, c in colors.items():
+            if name in set(d["mechanism"] + "/" + d["mode"]) or (name == HF_MODEL and (d["model"] == HF_MODEL).any()):
+                ax.scatter([], [], color=c, label=name)
+        ax.set_xlabel("latency per example (ms)")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(f"{task} · {split} · batch size {bs}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.savefig(path, dpi=110)
+
+
+def ablation_figure(task: str, bs: int, data: pd.DataFrame, metric: str, colors, path: str) -> None:
+    splits = list(dict.fromkeys(data["split"]))
+    fig = Figure(figsize=(max(7.0, 0.6 * len(data) / len(splits) + 3), 4.2 * len(splits)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(splits), 2, squeeze=False))
+    for (ax_speed, ax_score), split in zip(axes, splits):
+        d = data[data["split"] == split]
+        pos = np.arange(len(d))
+        c = [color_of(r, colors) for _, r in d.iterrows()]
+        ax_speed.bar(pos, d["speedup"].fillna(0), color=c)
+        ax_speed.axhline(1.0, color="k", lw=0.8)
+        ax_speed.set_ylabel("speed-up vs static (x)")
+        ax_score.bar(pos, 100 * d["score"].fillna(0), yerr=100 * d["score_std"].fillna(0), color=c, capsize=3)
+        lo = np.nanmin(100 * d["score"]) if d["score"].notna().any() else 0
+        ax_score.set_ylim(max(0.0, lo - 10), None)
+        ax_score.set_ylabel(f"{metric} (%)")
+        for ax in (ax_speed, ax_score):
+            ax.set_xticks(pos, d["label"], rotation=40, ha="right", fontsize=7)
+            ax.set_title(f"{task} · {split} · batch size {bs}")
+            ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, dpi=110)
+
+
+def resolve_dir(output_dir: str, source_csv: str) -> str:
+    if not output_dir or os.path.isabs(output_dir):
+        return output_dir
+    for base in (os.getcwd(), os.path.dirname(source_csv)):
+        if os.path.isdir(os.path.join(base, output_dir)):
+            return os.path.join(base, output_dir)
+    return output_dir
+
+
+def load_predictions(rows: pd.DataFrame) -> Tuple[Dict[str, pd.DataFrame], List[str]]:
+    """label -> the per-example predictions of the config's rows (all seeds and splits, smallest batch size);
+    and the prediction files that were looked for but not found."""
+    series, missing = {}, []
+    for label, g in rows.groupby("label", sort=False):
+        g = g[g["batch_size"] == g["batch_size"].min()]
+        frames = []
+        for _, r in g.iterrows():
+            path = os.path.join(resolve_dir(r["output_dir"], r["source_csv"]),
+                                f"predictions_{r['split']}_bs{r['batch_size']}.csv")
+            p = pd.read_csv(path) if r["output_dir"] and os.path.isfile(path) else None
+            if p is not None and all(c in p.columns for c in PREDICTION_COLUMNS):
+                frames.append(p)
+            else:
+                missing.append(path if r["output_dir"] else f"(row {r['run_id']} has no output_dir)")
+        if frames:
+            series[f"{label} (bs {g['batch_size'].iloc[0]})"] = pd.concat(frames, ignore_index=True)
+    return series, missing
+
+
+def prediction_rows(df: pd.DataFrame, task: str, word: str) -> pd.DataFrame:
+    """The task's rows whose mechanism contains `word` (exit, prune), else all of the task's rows."""
+    rows = df[df["task"] == task]
+    chosen = rows[rows["mechanism"].str.contains(word, regex=False)]
+    return chosen if len(chosen) else rows
+
+
+def exit_histogram_figure(task: str, series: Dict[str, pd.DataFrame], path: str) -> None:
+    top = int(max(p["exit_layer"].max() for p in series.values()))
+    layers = np.arange(1, top + 1)
+    fig = Figure(figsize=(max(7.0, 1.1 * top + 3), 4.5), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(series)
+    for k, (label, p) in enumerate(series.items()):
+        share = p["exit_layer"].value_counts(normalize=True).reindex(layers, fill_value=0.0)
+        ax.bar(layers - 0.4 + width * (k + 0.5), 100 * share.to_numpy(), width=width,
+               label=f"{label}, n={len(p)}, mean {p['exit_layer'].mean():.2f}")
+    ax.set_xticks(layers)
+    ax.set_xlabel("exit layer (layers executed)")
+    ax.set_ylabel("examples (%)")
+    ax.set_title(f"{task}: exit layers")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, dpi=110)
+
+
+def retention_figure(task: str, series: Dict[str, pd.DataFrame], path: str) -> None:
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    for k, (label, p) in enumerate(series.items()):
+        ratio = p["tokens_final"] / p["tokens_in"].clip(lower=1)
+        ax.scatter(p["tokens_in"], ratio, s=8, alpha=0.35, color=f"C{k % 10}")
+        means = ratio.groupby(p["tokens_in"]).mean()  # the mean retention at each input length
+        ax.plot(means.index, means.to_numpy(), color=f"C{k % 10}", lw=1.5, label=f"{label}, mean {ratio.mean():.3f}")
+    ax.set_xlabel("input length (real tokens)")
+    ax.set_ylabel("token retention (tokens in the last layer run / input tokens)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{task}: token retention vs input length")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+
+
+# ----------------------------------------------------------------------------------------------- main
+def build_report(paths: List[str], out: str) -> Dict[str, object]:
+    df = add_labels(read_results(paths))
+    agg = aggregate(df)
+    metrics = {task: score_metric(rows) for task, rows in df.groupby("task")}
+    os.makedirs(out, exist_ok=True)
+    colors = mechanism_colors(agg)
+    images, notes = [], []
+    for (task, bs), data in agg.groupby(["task", "batch_size"], sort=False):
+        for kind, draw in (("frontier", frontier_figure), ("ablation", ablation_figure)):
+            path = os.path.join(out, f"{kind}_{task}_bs{bs}.png")
+            draw(task, bs, data, metrics[task], colors, path)
+            images.append(path)
+    for task in dict.fromkeys(agg["task"]):
+        for kind, word, draw in (("exit_histogram", "exit", exit_histogram_figure),
+                                 ("retention", "prune", retention_figure)):
+            series, missing = load_predictions(prediction_rows(df, task, word))
+            if not series:
+                notes.append(f"{kind}_{task}.png skipped: no predictions files were found for task {task} "
+                             f"(looked for {len(missing)}, e.g. {missing[0]}).")
+                continue
+            path = os.path.join(out, f"{kind}_{task}.png")
+            draw(task, series, path)
+            images.append(path)
+    write_tables(agg, metrics, notes, os.path.join(out, "tables.md"))
+    summary = agg.assign(seeds=agg["seeds"].map(lambda s: " ".join(map(str, s))))
+    summary.to_csv(os.path.join(out, "summary.csv"), index=False)
+    return {"summary": summary, "images": images, "notes": notes, "tables": os.path.join(out, "tables.md")}
+
+
+def log_to_wandb(report: Dict[str, object], project: str) -> None:
+    try:
+        import wandb
+    except ImportError:
+        print("[eat.report] --wandb: wandb is not installed; skipped", file=sys.stderr)
+        return
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run = wandb.init(project=project, job_type="report", dir=os.path.dirname(report["tables"]))
+    try:
+        run.log({"summary": wandb.Table(dataframe=report["summary"].astype(str)),
+                 **{os.path.splitext(os.path.basename(p))[0]: wandb.Image(p) for p in report["images"]}})
+        run.save(report["tables"], base_path=os.path.dirname(report["tables"]), policy="now")
+    finally:
+        wandb.finish()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eat.report", description=__doc__.split("\n")[0])
+    parser.add_argument("--results", action="append", required=True, metavar="CSV",
+                        help="results table (eat.results); repeat to merge several")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for tables.md and the figures")
+    parser.add_argument("--wandb", action="store_true", help="also log tables and figures to W&B (offline unless "
+                                                             "WANDB_MODE says otherwise)")
+    parser.add_argument("--wandb-project", default="eat-report")
+    args = parser.parse_args(argv)
+    try:
+        report = build_report(args.results, args.out)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for note in report["notes"]:
+        print(f"[eat.report] note: {note}", file=sys.stderr)
+    print(f"[eat.report] wrote {report['tables']} and {len(report['images'])} figures to {args.out}")
+    if args.wandb:
+        log_to_wandb(report, args.wandb_project)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

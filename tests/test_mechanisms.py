@@ -1,0 +1,188 @@
+"""Mechanisms: neutral settings reproduce the static model; active settings really remove compute."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eat.config import ExitConfig, MechanismConfig, PruneConfig, SparseConfig
+from eat.mechanisms import build_mechanisms
+from eat.mechanisms.attention import blocked_local_attention, masked_local_attention
+from eat.model.encoder import Encoder, EncoderConfig
+
+C = EncoderConfig(vocab_size=200, hidden_size=48, num_layers=6, num_heads=4, intermediate_size=96,
+                  max_position_embeddings=600, num_labels=3, sep_token_id=3)
+
+
+def encoder(mech: MechanismConfig, seed: int = 0) -> Encoder:
+    """The same backbone weights for every mechanism (exit heads get their own seeded init)."""
+    torch.manual_seed(seed)
+    static = Encoder(C)
+    enc = Encoder(C, build_mechanisms(mech, C))
+    missing, unexpected = enc.load_state_dict(static.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("mechanisms.") for k in missing)
+    return enc.eval()
+
+
+def batch(B=4, L=40, seed=0, pair=True):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, C.vocab_size, (B, L), generator=g)
+    lengths = torch.randint(6, L + 1, (B,), generator=g)
+    lengths[0] = L
+    mask = torch.arange(L)[None] < lengths[:, None]
+    ids[:, 0] = 2  # [CLS]
+    for r, n in enumerate(lengths.tolist()):
+        ids[r, n - 1] = 3  # final [SEP]
+        if pair:
+            ids[r, n // 2] = 3  # first [SEP] of a pair
+    return ids.masked_fill(~mask, 0), mask.long()
+
+
+def run(mech: MechanismConfig, ids, mask, seed=0):
+    with torch.no_grad():
+        return encoder(mech, seed)(ids, mask)
+
+
+STATIC = MechanismConfig(name="none")
+
+
+def test_neutral_pruning_equals_static():
+    ids, mask = batch()
+    for criterion in ("attention", "norm"):
+        m = MechanismConfig(name="prune", prune=PruneConfig(keep_ratios=[1.0, 1.0], criterion=criterion))
+        got, want = run(m, ids, mask), run(STATIC, ids, mask)
+        assert torch.allclose(got.logits, want.logits, atol=1e-5)
+        assert torch.equal(got.tokens_final, want.tokens_in)
+
+
+def test_window_covering_sequence_equals_static_exactly():
+    ids, mask = batch(L=40)
+    m = MechanismConfig(name="sparse", sparse=SparseConfig(window=80))  # half window 40 >= L - 1
+    assert torch.equal(run(m, ids, mask).logits, run(STATIC, ids, mask).logits)
+
+
+def test_exit_that_never_fires_equals_static():
+    ids, mask = batch()
+    m = MechanismConfig(name="exit", exit=ExitConfig(criterion="entropy", threshold=0.0))
+    got, want = run(m, ids, mask), run(STATIC, ids, mask)
+    assert torch.equal(got.logits, want.logits)
+    assert got.exit_layer.tolist() == [C.num_layers] * ids.shape[0]
+
+
+def test_all_three_neutral_equals_static():
+    ids, mask = batch()
+    m = MechanismConfig(name="prune+sparse+exit", prune=PruneConfig(keep_ratios=[1.0, 1.0]),
+                        sparse=SparseConfig(window=128), exit=ExitConfig(criterion="entropy", threshold=0.0))
+    assert torch.allclose(run(m, ids, mask).logits, run(STATIC, ids, mask).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("L,block,window", [(37, 8, 6), (64, 16, 32), (101, 32, 10), (130, 64, 32), (9, 4, 2)])
+def test_blocked_local_equals_dense_masked_reference(L, block, window):
+    g = torch.Generator().manual_seed(L)
+    B, H, dh = 3, 4, 8
+    q, k, v = (torch.randn(B, H, L, dh, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.arange(L)[None] < torch.tensor([L, L - 5, max(2, L // 3)])[:, None]  # padding, ragged rows
+    for global_cls in (True, False):
+        want, want_recv, _ = masked_local_attention(q, k, v, mask, window // 2, global_cls, need_received=True)
+        got, got_recv, _ = blocked_local_attention(q, k, v, mask, window // 2, global_cls, block, need_received=True)
+        real = mask[:, None, :, None]
+        assert ((got - want).abs() * real).max() < 1e-5  # padded query rows are never read
+        assert ((got_recv - want_recv).abs() * mask).max() < 1e-5
+
+
+def test_blocked_path_inside_the_encoder_matches_masked_reference():
+    ids, mask = batch(B=3, L=70)
+    blocked = MechanismConfig(name="sparse", sparse=SparseConfig(window=16, block_size=16, blocked_min_length=1))
+    masked = MechanismConfig(name="sparse", sparse=SparseConfig(window=16), mode="mask")
+    assert torch.allclose(run(blocked, ids, mask).logits, run(masked, ids, mask).logits, atol=1e-5)
+
+
+def test_pruning_really_shortens_the_sequence():
+    ids, mask = batch(B=4, L=50)
+    enc = encoder(MechanismConfig(name="prune", prune=PruneConfig(keep_ratios=[0.5, 0.5])))
+    seen = []
+    for layer in enc.layers:
+        layer.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
+    with torch.no_grad():
+        out = enc(ids, mask)
+    lengths = [s[1] for s in seen]
+    # pruned after layers 2 and 4 (of 6): the hidden states of layers 3 and 5 are shorter
+    assert lengths[0] == lengths[1] == 50 and lengths[2] == 25 and lengths[4] < lengths[2]
+    assert (out.tokens_final < out.tokens_in).all()
+    assert (out.flops < out.static_flops).all()
+
+
+def test_mask_mode_keeps_the_length_but_prunes_the_same_tokens_count():
+    ids, mask = batch(B=4, L=50)
+    enc = encoder(MechanismConfig(name="prune", mode="mask", prune=PruneConfig(keep_ratios=[0.5, 0.5])))
+    seen = []
+    enc.layers[4].register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[1]))
+    with torch.no_grad():
+        out = enc(ids, mask)
+    fast = run(MechanismConfig(name="prune", prune=PruneConfig(keep_ratios=[0.5, 0.5])), ids, mask)
+    assert seen == [50]
+    assert torch.equal(out.tokens_final, fast.tokens_final)
+    assert torch.allclose(out.flops, out.static_flops - 0 * out.flops, rtol=0.01)  # no compute saved
+
+
+def test_protected_tokens_survive_pruning():
+    ids, mask = batch(B=2, L=30)
+    enc = encoder(MechanismConfig(name="prune", prune=PruneConfig(keep_ratios=[0.2, 0.2], criterion="norm")))
+    kept = []
+    enc.layers[4].register_forward_pre_hook(lambda mod, args: kept.append(args[0]))
+    with torch.no_grad():
+        enc(ids, mask)
+    prot = enc.protected_tokens(ids, mask.bool())
+    assert prot.sum(1).tolist() == [2, 2]  # [CLS] + first [SEP] of each pair
+
+
+def test_early_exit_really_drops_rows_and_keeps_order():
+    ids, mask = batch(B=8, L=20)
+    m = MechanismConfig(name="exit", exit=ExitConfig(criterion="patience", patience=1))
+    enc = encoder(m)
+    sizes = []
+    for layer in enc.layers:
+        layer.register_forward_pre_hook(lambda mod, args: sizes.append(args[0].shape[0]))
+    with torch.no_grad():
+        out = enc(ids, mask)
+    assert sizes[0] == 8 and sizes[-1] < 8 if len(sizes) == 6 else len(sizes) < 6
+    assert out.exit_layer.min() < C.num_layers
+    # each row's logits are those of the head it left through, in the original row order
+    with torch.no_grad():
+        for r in range(8):
+            alone = enc(ids[r:r + 1, : int(mask[r].sum())], mask[r:r + 1, : int(mask[r].sum())])
+            assert alone.exit_layer.item() == out.exit_layer[r].item()
+            assert torch.allclose(alone.logits[0], out.logits[r], atol=1e-5)
+
+
+def test_batch_level_exit_of_the_reference_waits_for_every_row():
+    from eat.mechanisms.early_exit import EarlyExit
+    from eat.model.state import Outputs, State
+
+    def step(batch_level: bool, threshold: float) -> State:
+        torch.manual_seed(0)
+        ex = EarlyExit(ExitConfig(threshold=threshold), 6, 48, 3, batch_level=batch_level).eval()
+        layer = ex.layers[0]
+        B, L = 8, 5
+        out = Outputs(torch.zeros(B, 3), torch.full((B,), 6), torch.full((B,), L), torch.zeros(B, 6, dtype=torch.long),
+                      torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64))
+        hidden = torch.randn(B, L, 48, generator=torch.Generator().manual_seed(1)) * 20
+        state = State(hidden, torch.ones(B, L, dtype=torch.bool), torch.arange(B), torch.zeros(B, L, dtype=torch.bool), out)
+        with torch.no_grad():
+            return ex.after_layer(layer, state)
+
+    mixed = 0
+    for t in torch.linspace(0.35, 0.95, 13).tolist():
+        assert step(True, t).batch in (0, 8)  # the reference: the whole batch exits, or nobody
+        mixed += 0 < step(False, t).batch < 8  # ours: each row decides for itself
+    assert mixed > 0
+
+
+@pytest.mark.parametrize("criterion,threshold", [("confidence", 0.334), ("entropy", 0.9999), ("patience", 0.5)])
+def test_exit_criteria_fire(criterion, threshold):
+    ids, mask = batch(B=6)
+    out = run(MechanismConfig(name="exit", exit=ExitConfig(criterion=criterion, threshold=threshold, patience=1)),
+              ids, mask)
+    exited = out.exit_layer < C.num_layers
+    assert exited.any()
+    assert (out.flops[exited] < out.static_flops[exited]).all()
+    assert (out.flops[~exited] > out.static_flops[~exited]).all()  # rows that run to the end also paid the heads
