@@ -25,3 +25,32 @@ run: install
 
 clean:
 	rm -rf outputs/runs outputs/multirun outputs/eval
+
+# --- the loop in two minutes, no data and no network (model=tiny on the shipped demo sample) ---------
+demo: install
+	rm -rf outputs/demo
+	$(PY) train.py experiment=demo hydra.run.dir=outputs/demo/train
+	$(PY) eval.py experiment=demo hydra.run.dir=outputs/demo/eval mechanism=prune ckpt_path=outputs/demo/train/checkpoints/best.ckpt
+	$(PY) eval.py experiment=demo hydra.run.dir=outputs/demo/hf peer=hf_static ckpt_path=outputs/demo/train/checkpoints/best.ckpt
+	$(PY) -m eat.report --results outputs/demo/results.csv --out outputs/demo/report
+	@echo "demo report: outputs/demo/report/tables.md"
+
+# --- experiments (real data; see experiments/RESULTS.md) ---------------------------------------------
+TASK    ?= sst2
+ARGS    ?=
+MECHANISMS := none,prune,sparse,exit,prune+sparse,prune+exit,sparse+exit,prune+sparse+exit
+THRESHOLDS ?= 0.5,0.6,0.7,0.8,0.85,0.9,0.95,0.99
+RESULTS ?= outputs/results.csv
+
+# Training sweep over the 8 mechanisms (Hydra multirun; jobs run one after another so timings are clean).
+ablation: install
+	$(PY) train.py -m task=$(TASK) mechanism=$(MECHANISMS) data.dir=$(GLUE) results_csv=$(RESULTS) $(ARGS)
+
+# Exit-threshold frontier on one trained checkpoint, no retraining: make frontier CKPT=path/to/best.ckpt
+frontier: install
+	@test -n "$(CKPT)" || (echo "usage: make frontier CKPT=path/to/best.ckpt [TASK=sst2] [THRESHOLDS=...]"; exit 2)
+	$(PY) eval.py -m task=$(TASK) ckpt_path=$(CKPT) mechanism=prune+sparse+exit mechanism.exit.threshold=$(THRESHOLDS) data.dir=$(GLUE) results_csv=$(RESULTS) $(ARGS)
+
+# Regenerate every table and figure under experiments/ from the committed results CSVs.
+report: install
+	$(PY) -m eat.report $(foreach f,$(wildcard experiments/results/*.csv),--results $(f)) --out experiments/report

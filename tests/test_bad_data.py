@@ -164,6 +164,6 @@ def test_demo_experiment_points_at_the_shipped_data(tmp_path):
     assert cfg.model.name == "tiny" and cfg.task.name == "sst2"
     from eat.config import package_path
 
-    assert cfg.data.split_files == {"train": package_path("data/demo/SST-2/train.tsv"),
-                                    "validation": package_path("data/demo/SST-2/dev.tsv")}
-    assert all(Path(f).is_file() for f in cfg.data.split_files.values())
+    assert cfg.data.dir == package_path("data/demo")
+    assert all(Path(cfg.data.dir, "SST-2", f).is_file() for f in ("train.tsv", "dev.tsv"))
+    assert cfg.results_csv == "outputs/demo/results.csv"  # an experiment overrides what train.yaml sets

@@ -8,7 +8,7 @@ While training no row exits: every head's logits are kept for the joint loss.
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List
 
 import torch
 import torch.nn.functional as F

@@ -8,10 +8,9 @@ batch size.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
-from torch import Tensor
 
 from eat.config import ConfigError, PruneConfig
 from eat.mechanisms.base import Mechanism

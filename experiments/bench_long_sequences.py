@@ -1,0 +1,120 @@
+"""Long-sequence scaling: where sparse attention and pruning start to pay.
+
+MiniLM-L6 shape (6 layers, hidden 384, 12 heads) with random weights and position embeddings extended to
+the longest length; synthetic token ids; batch size 1; the same weights for every mechanism. Each cell is
+the median over `--repeats` forwards, mechanisms interleaved per repeat.
+
+    .venv/bin/python experiments/bench_long_sequences.py --out experiments/results/long_sequences.csv
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eat.config import MechanismConfig, PruneConfig, SparseConfig  # noqa: E402
+from eat.mechanisms import build_mechanisms  # noqa: E402
+from eat.model.encoder import Encoder, EncoderConfig  # noqa: E402
+
+
+def mechanisms(window: int):
+    sparse = SparseConfig(window=window)
+    prune = PruneConfig()
+    return {
+        "none": MechanismConfig(name="none"),
+        "sparse": MechanismConfig(name="sparse", sparse=sparse),
+        "prune": MechanismConfig(name="prune", prune=prune),
+        "prune+sparse": MechanismConfig(name="prune+sparse", prune=prune, sparse=sparse),
+    }
+
+
+def attention_kernels(lengths, window: int, repeats: int):
+    """The attention op alone (one layer, 12 heads x 32 dims, bs=1): dense sdpa vs the blocked local kernel."""
+    from eat.mechanisms.attention import blocked_local_attention, dense_attention
+
+    rows = []
+    for L in lengths:
+        q, k, v = (torch.randn(1, 12, L, 32) for _ in range(3))
+        mask = torch.ones(1, L, dtype=torch.bool)
+        fns = {"attention:dense": lambda: dense_attention(q, k, v, mask),
+               "attention:local": lambda: blocked_local_attention(q, k, v, mask, window // 2, True, 64)}
+        times = {n: [] for n in fns}
+        with torch.inference_mode():
+            for f in fns.values():
+                f()
+            for _ in range(repeats * 3):
+                for n, f in fns.items():
+                    t0 = time.perf_counter()
+                    _, _, flops = f()
+                    times[n].append((time.perf_counter() - t0) * 1e3)
+        dense = statistics.median(times["attention:dense"])
+        for n in fns:
+            ms = statistics.median(times[n])
+            rows.append({"length": L, "mechanism": n, "window": window, "ms_median": round(ms, 3),
+                         "speedup_vs_dense": round(dense / ms, 3), "gflops": "", "gflops_static": "",
+                         "tokens_final": L, "threads": torch.get_num_threads(), "repeats": repeats * 3})
+            print(f"L={L:5d} {n:16s} {ms:9.2f} ms  x{dense / ms:5.2f} vs dense", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--lengths", default="128,256,512,1024,2048,4096")
+    p.add_argument("--window", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default="experiments/results/long_sequences.csv")
+    a = p.parse_args(argv)
+    lengths = [int(x) for x in a.lengths.split(",")]
+    c = EncoderConfig(max_position_embeddings=max(lengths), num_labels=2)
+    torch.manual_seed(0)
+    base = Encoder(c).eval()
+    models = {}
+    for name, m in mechanisms(a.window).items():
+        enc = Encoder(c, build_mechanisms(m, c)).eval()
+        enc.load_state_dict(base.state_dict(), strict=False)
+        models[name] = enc
+
+    rows = []
+    for L in lengths:
+        ids = torch.randint(1000, c.vocab_size, (1, L))
+        ids[0, 0], ids[0, -1] = 101, 102
+        mask = torch.ones(1, L, dtype=torch.long)
+        times = {n: [] for n in models}
+        with torch.inference_mode():
+            for name, enc in models.items():  # warmup
+                out = enc(ids, mask)
+            for _ in range(a.repeats):
+                for name, enc in models.items():
+                    t0 = time.perf_counter()
+                    out = enc(ids, mask)
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+                    if len(times[name]) == 1:
+                        times[name + ":stats"] = (float(out.flops[0]) / 1e9, float(out.static_flops[0]) / 1e9,
+                                                  int(out.tokens_final[0]))
+        dense = statistics.median(times["none"])
+        for name in models:
+            ms = statistics.median(times[name])
+            g, gs, kept = times[name + ":stats"]
+            rows.append({"length": L, "mechanism": name, "window": a.window, "ms_median": round(ms, 3),
+                         "speedup_vs_dense": round(dense / ms, 3), "gflops": round(g, 4), "gflops_static": round(gs, 4),
+                         "tokens_final": kept, "threads": torch.get_num_threads(), "repeats": a.repeats})
+            print(f"L={L:5d} {name:13s} {ms:9.2f} ms  x{dense / ms:5.2f} vs dense  {g:7.2f} GFLOPs", flush=True)
+    rows += attention_kernels(lengths, a.window, a.repeats)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(a.out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
