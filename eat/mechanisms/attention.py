@@ -69,26 +69,34 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, half:
     B, H, L, dh = q.shape
     nb = -(-L // block)
     Lp, W = nb * block, block + 2 * half  # padded length; keys a query block can see
-    qb = F.pad(q, (0, 0, 0, Lp - L)).view(B, H, nb, block, dh)  # (B, H, nb, block, dh)
-    kw = F.pad(k, (0, 0, half, Lp - L + half)).unfold(2, W, block)  # (B, H, nb, dh, W)
-    vw = F.pad(v, (0, 0, half, Lp - L + half)).unfold(2, W, block)  # (B, H, nb, dh, W)
+
+    def blocks(t: Tensor) -> Tensor:  # (B, H, L, dh) -> (B * nb, H, block, dh): blocks become batch rows
+        return F.pad(t, (0, 0, 0, Lp - L)).view(B, H, nb, block, dh).transpose(1, 2).reshape(B * nb, H, block, dh)
+
+    def bands(t: Tensor) -> Tensor:  # (B, H, L, dh) -> (B * nb, H, W, dh): the keys each block can see
+        w = F.pad(t, (0, 0, half, Lp - L + half)).unfold(2, W, block)  # (B, H, nb, dh, W)
+        return w.permute(0, 2, 1, 4, 3).reshape(B * nb, H, W, dh)
+
+    qb, kb, vb = blocks(q), bands(k), bands(v)
     mw = F.pad(mask, (half, Lp - L + half), value=False).unfold(1, W, block)  # (B, nb, W)
     # Query a of a block sees band slot w when its key j = a + w - half is within +-half of it.
     a, w = torch.arange(block, device=q.device)[:, None], torch.arange(W, device=q.device)[None, :]
     band = (w - a >= 0) & (w - a <= 2 * half)  # (block, W)
     allowed = band[None, None] & mw[:, :, None, :]  # (B, nb, block, W)
-    scores = (qb @ kw) / math.sqrt(dh)  # (B, H, nb, block, W)
     if global_cls:  # every query also sees [CLS], unless [CLS] is already in its band
         qpos = torch.arange(Lp, device=q.device).view(nb, block)
         cls_ok = (qpos > half)[None] & mask[:, :1, None]  # (B, nb, block)
-        scores = torch.cat([scores, (qb @ k[:, :, :1].transpose(-1, -2)[:, :, None]) / math.sqrt(dh)], -1)
+        cls_kv = lambda t: t[:, :, None, :1].expand(B, H, nb, 1, dh).transpose(1, 2).reshape(B * nb, H, 1, dh)  # noqa
+        kb, vb = torch.cat([kb, cls_kv(k)], 2), torch.cat([vb, cls_kv(v)], 2)  # (B * nb, H, W + 1, dh)
         allowed = torch.cat([allowed, cls_ok[..., None]], -1)  # (B, nb, block, W + 1)
-    probs = (scores + additive_mask(allowed, q.dtype)[:, None]).softmax(-1)  # (B, H, nb, block, W[+1])
-    dropped = F.dropout(probs, dropout_p)
-    ctx = dropped[..., :W] @ vw.transpose(-1, -2)  # (B, H, nb, block, dh)
-    if global_cls:
-        ctx = ctx + dropped[..., W:] * v[:, :, None, :1]
-    ctx = ctx.reshape(B, H, Lp, dh)[:, :, :L]
+    bias = additive_mask(allowed, q.dtype).reshape(B * nb, 1, block, -1)
+    probs = None
+    if need_received:
+        probs = ((qb @ kb.transpose(-1, -2)) / math.sqrt(dh) + bias).softmax(-1)  # (B * nb, H, block, W[+1])
+        ctx = F.dropout(probs, dropout_p) @ vb
+    else:
+        ctx = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=bias, dropout_p=dropout_p)
+    ctx = ctx.view(B, nb, H, block, dh).transpose(1, 2).reshape(B, H, Lp, dh)[:, :, :L]
     flops = 4.0 * H * Lp * (W + int(global_cls)) * dh
     received = None
     if global_cls:  # [CLS] attends to everything: one dense query row
@@ -96,12 +104,12 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, half:
         ctx = torch.cat([cls_ctx, ctx[:, :, 1:]], 2)
         flops += 4.0 * H * L * dh
     if need_received:
-        real_q = F.pad(mask, (0, Lp - L), value=False).view(B, 1, nb, block, 1).to(probs.dtype)
+        real_q = F.pad(mask, (0, Lp - L), value=False).view(B, nb, 1, block, 1).to(probs.dtype)
         if global_cls:
             real_q = real_q.clone()
-            real_q[:, :, 0, 0] = 0  # the [CLS] row was recomputed densely above
-        p = probs * real_q
-        band_sum = p[..., :W].sum((1, 3))  # (B, nb, W)
+            real_q[:, 0, :, 0] = 0  # the [CLS] row was recomputed densely above
+        p = probs.view(B, nb, H, block, -1) * real_q
+        band_sum = p[..., :W].sum((2, 3))  # (B, nb, W)
         slot = (torch.arange(nb, device=q.device)[:, None] * block + torch.arange(W, device=q.device)[None, :])
         received = torch.zeros(B, Lp + 2 * half, dtype=probs.dtype, device=q.device)
         received.scatter_add_(1, slot.reshape(1, -1).expand(B, -1), band_sum.reshape(B, -1))
