@@ -55,7 +55,7 @@ def ok(p: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("first")
-    rows = in_process(base(f"output_dir={d / 'run'}", f"results_csv={d / 'results.csv'}"))
+    rows = in_process(base("mechanism=none", f"output_dir={d / 'run'}", f"results_csv={d / 'results.csv'}"))
     assert len(rows) == 2
     return d
 
@@ -63,7 +63,7 @@ def first_run(tmp_path_factory):
 def test_skip_completed_single_run(first_run, tmp_path):
     """The same config again with skip_completed=true: a skip line, no new rows, no training."""
     before = (first_run / "results.csv").read_bytes()
-    out = ok(run_script("train.py", base(f"results_csv={first_run / 'results.csv'}", "skip_completed=true"), tmp_path))
+    out = ok(run_script("train.py", base("mechanism=none", f"results_csv={first_run / 'results.csv'}", "skip_completed=true"), tmp_path))
     assert "[eat] skip:" in out and read_rows(str(first_run / "results.csv"))[0]["config_hash"] in out
     assert (first_run / "results.csv").read_bytes() == before
     assert not list(tmp_path.rglob("*.ckpt"))
@@ -102,7 +102,7 @@ def test_joblib_multirun_is_deterministic_and_rerun_skips(first_run, tmp_path):
 def test_resume_continues_from_the_checkpoint(first_run, tmp_path):
     last = first_run / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == STEPS_PER_EPOCH
-    in_process(base(f"ckpt_path={last}", "trainer.max_epochs=2", f"output_dir={tmp_path / 'run'}",
+    in_process(base("mechanism=none", f"ckpt_path={last}", "trainer.max_epochs=2", f"output_dir={tmp_path / 'run'}",
                     f"results_csv={tmp_path / 'results.csv'}"))
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2 * STEPS_PER_EPOCH  # one more epoch, not two from scratch
@@ -116,7 +116,7 @@ def test_ddp_two_processes_on_cpu(first_run, tmp_path):
     """trainer=ddp with 2 CPU processes (gloo): fit completes, rank 0 alone evaluates and writes its rows once,
     and the training curves have the same metric keys as the single-process run."""
     results = tmp_path / "results.csv"
-    p = run_script("train.py", base("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+    p = run_script("train.py", base("mechanism=none", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
                                     f"results_csv={results}"), tmp_path, timeout=240)
     out = ok(p)
     assert "Traceback" not in out, out[-4000:]
