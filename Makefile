@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 GLUE    ?= ../shared/data/glue
 
-.PHONY: install test run demo ablation frontier report bench clean
+.PHONY: install test run demo ablation frontier report sst2 long-sequences clean
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -51,6 +51,17 @@ frontier: install
 	@test -n "$(CKPT)" || (echo "usage: make frontier CKPT=path/to/best.ckpt [TASK=sst2] [THRESHOLDS=...]"; exit 2)
 	$(PY) eval.py -m task=$(TASK) ckpt_path=$(CKPT) mechanism=prune+sparse+exit mechanism.exit.threshold=$(THRESHOLDS) data.dir=$(GLUE) results_csv=$(RESULTS) $(ARGS)
 
-# Regenerate every table and figure under experiments/ from the committed results CSVs.
+# Regenerate every table and figure under experiments/ from the committed results CSVs: one report per
+# results file, so every table compares rows measured side by side in one session.
+REPORTS := $(patsubst experiments/results/%.csv,%,$(filter-out %long_sequences.csv,$(wildcard experiments/results/*.csv)))
 report: install
-	$(PY) -m eat.report $(foreach f,$(wildcard experiments/results/*.csv),--results $(f)) --out experiments/report
+	$(foreach r,$(REPORTS),$(PY) -m eat.report --results experiments/results/$(r).csv --out experiments/report/$(r) &&) true
+	$(PY) experiments/plot_long_sequences.py experiments/results/long_sequences.csv experiments/report/long_sequences
+
+# The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
+SEED ?= 42
+sst2: install
+	bash experiments/sst2.sh $(SEED)
+
+long-sequences: install
+	$(PY) experiments/bench_long_sequences.py --out experiments/results/long_sequences.csv
