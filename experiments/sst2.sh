@@ -22,7 +22,7 @@ EAT=outputs/sst2_eat_seed$SEED
 if [ "$SEED" = 42 ]; then
   # 3. the 8 mechanisms + hf_static + the reference's mask mode, side by side on one checkpoint
   $PY experiments/bench_mechanisms.py --ckpt $EAT/checkpoints/best.ckpt --glue $GLUE \
-    --results $RES/sst2_bench.csv --summary experiments/bench_mechanisms.md
+    --repeats 2 --results $RES/sst2_bench.csv --summary experiments/bench_mechanisms.md
   # 4. exit-threshold frontier (with and without pruning) on the same checkpoint, no retraining (bs=1 and bs=32)
   $PY eval.py -m task=sst2 ckpt_path=$EAT/checkpoints/best.ckpt mechanism=exit,prune+sparse+exit \
     mechanism.exit.threshold=0.5,0.6,0.7,0.8,0.85,0.9,0.95,0.99 data.dir=$GLUE \

@@ -161,7 +161,7 @@ def test_batch_level_exit_of_the_reference_waits_for_every_row():
     def step(batch_level: bool, threshold: float) -> State:
         torch.manual_seed(0)
         ex = EarlyExit(ExitConfig(threshold=threshold), 6, 48, 3, batch_level=batch_level).eval()
-        layer = ex.layers[0]
+        layer = ex.active[0]
         B, L = 8, 5
         out = Outputs(torch.zeros(B, 3), torch.full((B,), 6), torch.full((B,), L), torch.zeros(B, 6, dtype=torch.long),
                       torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64))

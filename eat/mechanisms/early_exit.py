@@ -36,9 +36,7 @@ class EarlyExit(Mechanism):
             raise ConfigError("mechanism.exit needs a classification task (it reads class probabilities); "
                               "the task is a regression")
         self.cfg, self.num_layers, self.batch_level = cfg, num_layers, batch_level
-        if batch_level:
-            layers = scaled_layers([cfg.reference_layer], 6, num_layers, "mechanism.exit.reference_layer")
-        elif cfg.layers is None:
+        if cfg.layers is None:
             layers = list(range(num_layers - 1))
         else:
             bad = [i for i in cfg.layers if not 1 <= i < num_layers]
@@ -46,7 +44,14 @@ class EarlyExit(Mechanism):
                 raise ConfigError(f"mechanism.exit.layers={list(cfg.layers)}: {bad} outside [1, {num_layers - 1}] "
                                   f"(the last layer {num_layers} has the final head)")
             layers = sorted(i - 1 for i in set(cfg.layers))
-        self.layers: List[int] = layers
+        self.layers: List[int] = layers  # layers with a head (the checkpoint's shape)
+        self.active: List[int] = layers  # layers whose head may end rows here
+        if batch_level:  # the reference: a single exit point
+            ref = scaled_layers([cfg.reference_layer], 6, num_layers, "mechanism.exit.reference_layer")
+            if ref[0] not in layers:
+                raise ConfigError(f"mechanism.exit.reference_layer={cfg.reference_layer} maps to layer {ref[0] + 1}, "
+                                  f"which has no exit head (mechanism.exit.layers={cfg.layers})")
+            self.active = ref
         self.heads = nn.ModuleDict({str(i): nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_labels))
                                     for i in layers})
         # Per-head temperature for calibrated confidences (fitted on validation data; 1 = uncalibrated).
@@ -57,9 +62,9 @@ class EarlyExit(Mechanism):
     def loss_weights(self) -> List[float]:
         """Weights of the exit heads then the final head (normalised in the loss)."""
         if self.cfg.loss_weights == "layer":  # PABEE: deeper heads weigh more
-            w = [float(i + 1) for i in self.layers] + [float(self.num_layers)]
+            w = [float(i + 1) for i in self.active] + [float(self.num_layers)]
         else:
-            w = [1.0] * (len(self.layers) + 1)
+            w = [1.0] * (len(self.active) + 1)
         w[-1] *= self.cfg.final_loss_weight
         return w
 
@@ -82,7 +87,7 @@ class EarlyExit(Mechanism):
         return agree >= self.patience
 
     def after_layer(self, layer: int, state: State) -> State:
-        if layer not in self.layers:
+        if layer not in self.active:
             return state
         logits = self.head_logits(layer, state)  # (B', C)
         state.out.flops[state.rows] += 2.0 * logits.shape[-1] * state.hidden.shape[-1]
