@@ -235,11 +235,12 @@ def frontier_figure(task: str, bs: int, data: pd.DataFrame, metric: str, colors,
     for ax, split in zip(np.atleast_1d(fig.subplots(1, len(splits))), splits):
         d = data[(data["split"] == split) & data["score"].notna() & data["latency_ms_per_example"].notna()]
         x, y = d["latency_ms_per_example"].to_numpy(), 100 * d["score"].to_numpy()
-        for (_, r), xi, yi in zip(d.iterrows(), x, y):
+        front = pareto(x, y) if len(d) else np.zeros(0, dtype=bool)
+        for (_, r), xi, yi, on_front in zip(d.iterrows(), x, y, front):
             ax.scatter(xi, yi, color=color_of(r, colors), s=45, zorder=3)
-            ax.annotate(r["label"], (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if on_front or len(d) <= 12:  # label the Pareto set (every point when there are few)
+                ax.annotate(r["label"], (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if len(d):
-            front = pareto(x, y)
             order = np.argsort(x[front])
             ax.plot(x[front][order], y[front][order], "k--", lw=1, zorder=2, label="Pareto set")
             ax.scatter(x[front], y[front], s=140, facecolors="none", edgecolors="k", zorder=4)
