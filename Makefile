@@ -30,8 +30,8 @@ clean:
 demo: install
 	rm -rf outputs/demo
 	$(PY) train.py experiment=demo hydra.run.dir=outputs/demo/train
-	$(PY) eval.py experiment=demo hydra.run.dir=outputs/demo/eval mechanism=prune ckpt_path=outputs/demo/train/checkpoints/best.ckpt
-	$(PY) eval.py experiment=demo hydra.run.dir=outputs/demo/hf peer=hf_static ckpt_path=outputs/demo/train/checkpoints/best.ckpt
+	$(PY) eval.py experiment=demo hydra.run.dir=outputs/demo/static mechanism=none ckpt_path=outputs/demo/train/checkpoints/best.ckpt
+	$(PY) eval.py experiment=demo hydra.run.dir=outputs/demo/hf mechanism=none peer=hf_static ckpt_path=outputs/demo/train/checkpoints/best.ckpt
 	$(PY) -m eat.report --results outputs/demo/results.csv --out outputs/demo/report
 	@echo "demo report: outputs/demo/report/tables.md"
 
