@@ -145,10 +145,9 @@ class Encoder(nn.Module):
 
         mechanisms = list(self.mechanisms.values())
         for i, layer in enumerate(self.layers):
-            attend = next((a for m in mechanisms if (a := m.attention(i, state)) is not None), None)
-            if attend is None:
-                m_ = state.mask
-                attend = lambda q, k, v, need, p, m_=m_: dense_attention(q, k, v, m_, need, p)  # noqa: E731
+            live = state.mask  # (B', L') tokens in flight in this layer
+            attend = next((a for m in mechanisms if (a := m.attention(i, state)) is not None), None) or \
+                (lambda q, k, v, need, p: dense_attention(q, k, v, live, need, p))
             need = any(m.wants_received_attention(i) for m in mechanisms)
             state.hidden, state.received, attn_flops = layer(state.hidden, attend, need)
             out.tokens_kept[state.rows, i] = state.mask.sum(1)
