@@ -23,7 +23,8 @@ def read_csv(path):
 
 @needs_glue
 def test_train_writes_every_documented_column_and_predictions(tmp_path):
-    rows = run(compose_cfg(tiny_overrides(tmp_path, "mechanism=prune+sparse+exit")))
+    cfg = compose_cfg(tiny_overrides(tmp_path, "mechanism=prune+sparse+exit", "mechanism.exit.threshold=0.75"))
+    rows = run(cfg)
     table = read_rows(str(tmp_path / "results.csv"))
     assert len(table) == len(rows) == 2  # one row per (split, batch size): validation x {1, 8}
     with open(tmp_path / "results.csv") as f:
@@ -38,7 +39,9 @@ def test_train_writes_every_documented_column_and_predictions(tmp_path):
         assert all(row[c] != "" for c in always), {c: row[c] for c in always if row[c] == ""}
         assert row["f1"] == row["mcc"] == row["pearson"] == ""  # not SST-2 metrics
         assert int(row["n_examples"]) == 24 and 0.0 <= float(row["accuracy"]) <= 1.0
-        assert json.loads(row["mechanism_params"])["prune"]["keep_ratios"] == [0.7, 0.7]
+        params = json.loads(row["mechanism_params"])  # the settings that ran, overrides included
+        assert params["prune"]["keep_ratios"] == list(cfg.mechanism.prune.keep_ratios)
+        assert params["exit"]["threshold"] == 0.75 and params["sparse"]["window"] == 32
     for bs in (1, 8):
         preds = read_csv(tmp_path / "run" / f"predictions_validation_bs{bs}.csv")
         assert len(preds) == 24
