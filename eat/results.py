@@ -94,10 +94,6 @@ def read_rows(path: str) -> List[Dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def has_config(path: str, chash: str) -> bool:
-    return any(r.get("config_hash") == chash for r in read_rows(path))
-
-
 def write_csv_atomic(path: str, columns: List[str], data: Mapping[str, list]) -> None:
     """Write columns of equal length to `path` via a temp file + rename (never a half-written file)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

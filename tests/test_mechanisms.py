@@ -135,10 +135,8 @@ def test_protected_tokens_survive_pruning():
     assert prot.sum(1).tolist() == [2, 2]  # [CLS] + first [SEP] of each pair
     B, L = ids.shape
     hidden = torch.rand(B, L, 8) + 1.0
-    hidden[prot] = 0.0  # the lowest L2 norm of all
-    hidden[..., 0] = torch.arange(L, dtype=torch.float)  # remember each token's position
-    hidden[prot] = torch.zeros(8)
-    hidden[..., 1] = torch.arange(L, dtype=torch.float)
+    hidden[prot] = 0.0  # the lowest L2 norm of all, apart from the position tag below
+    hidden[..., 1] = torch.arange(L, dtype=torch.float)  # remember each token's position
     out = Outputs(torch.zeros(B, 3), torch.full((B,), 6), mask.sum(1), torch.zeros(B, 6, dtype=torch.long),
                   torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64))
     pruner = TokenPruner(PruneConfig(keep_ratios=[0.2, 0.2], criterion="norm"), num_layers=6)

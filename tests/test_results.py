@@ -90,10 +90,3 @@ def test_config_hash_ignores_paths_but_not_thresholds():
     assert results.config_hash(d) == results.config_hash({**d, "output_dir": "/b", "results_csv": "/s.csv"})
     assert results.config_hash(d) != results.config_hash({**d, "mechanism": {"exit": {"threshold": 0.95}}})
     assert len(results.config_hash(d)) == 12
-
-
-def test_has_config(tmp_path):
-    path = str(tmp_path / "results.csv")
-    assert not results.has_config(path, "abc")
-    results.append_rows(path, [{"config_hash": "abc"}])
-    assert results.has_config(path, "abc") and not results.has_config(path, "abd")
