@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # SST-2 on this machine: static fine-tune, two-stage EAT, side-by-side benchmark, threshold frontier.
-# Usage: bash experiments/sst2.sh [SEED]   (GLUE folder: $EAT_GLUE_DIR or ../shared/data/glue)
+# Usage: bash experiments/sst2.sh [SEED] [HYDRA OVERRIDES...]   (GLUE folder: $EAT_GLUE_DIR or ../shared/data/glue)
+# Overrides go to both training runs, e.g. threads=1 to run two seeds side by side on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEED=${1:-42}
+shift || true
 GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
 PY=.venv/bin/python
 RES=experiments/results
@@ -12,12 +14,12 @@ EAT=outputs/sst2_eat_seed$SEED
 
 # 1. static fine-tune: full train (67,349), 1 epoch, lr 5e-5, batch 32; evaluated on the full dev set (872)
 [ -f $STATIC/checkpoints/best.ckpt ] || $PY train.py task=sst2 model=minilm_l6 mechanism=none seed=$SEED \
-  data.dir=$GLUE trainer.enable_progress_bar=false results_csv=$RES/sst2.csv hydra.run.dir=$STATIC
+  data.dir=$GLUE trainer.enable_progress_bar=false results_csv=$RES/sst2.csv hydra.run.dir=$STATIC "$@"
 
 # 2. EAT stage 2: exit heads on the frozen static backbone, pruning + sparse attention active
-[ -f $EAT/checkpoints/best.ckpt ] || $PY train.py experiment=sst2_eat_stage2 seed=$SEED \
+[ -f $EAT/checkpoints/best.ckpt ] || $PY train.py experiment=eat_stage2 seed=$SEED \
   init_ckpt=$STATIC/checkpoints/best.ckpt data.dir=$GLUE data.group_by_length=true \
-  trainer.enable_progress_bar=false results_csv=$RES/sst2.csv hydra.run.dir=$EAT
+  trainer.enable_progress_bar=false results_csv=$RES/sst2.csv hydra.run.dir=$EAT "$@"
 
 if [ "$SEED" = 42 ]; then
   # 3. the 8 mechanisms + hf_static + the reference's mask mode, side by side on one checkpoint

@@ -1,0 +1,126 @@
+"""Training cost of each mechanism vs the static model: seconds per optimiser step in the real Lightning
+fit loop (forward, joint loss, backward, AdamW step), on the same training batches, side by side.
+
+    .venv/bin/python experiments/bench_training_cost.py --glue ../shared/data/glue \
+        --results experiments/results/training_cost.csv --summary experiments/bench_training_cost.md
+
+Each configuration is trained from the same pretrained weights for `--steps` steps, `--repeats` times,
+interleaved (none, X, none, X, ...), so machine drift hits all of them alike. The first `--warmup` steps of
+each fit are not timed. The per-epoch estimate is median s/step x steps in one epoch of the task.
+This is joint training (every parameter trainable, the exit heads' loss summed with the final one), the
+expensive case; the two-stage recipe (`experiment=eat_stage2`) trains only the heads.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import lightning.pytorch as pl
+
+
+class StepTimer(pl.Callback):
+    """Wall time of each training step (the whole `training_step` + backward + optimiser step)."""
+
+    def __init__(self):
+        self.times, self._t0 = [], 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.times.append(time.perf_counter() - self._t0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--glue", default=os.environ.get("EAT_GLUE_DIR", str(ROOT.parent / "shared" / "data" / "glue")))
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--mechanisms", default="none,prune+sparse+exit")
+    p.add_argument("--steps", type=int, default=40, help="optimiser steps per fit")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps at the start of each fit")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--results", default="experiments/results/training_cost.csv")
+    p.add_argument("--summary", default="experiments/bench_training_cost.md")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every configuration")
+    a = p.parse_args(argv)
+    if a.steps <= a.warmup:
+        p.error(f"--steps={a.steps} must exceed --warmup={a.warmup}")
+
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from eat.config import register_configs, to_run_config
+    from eat.data.glue import GLUEDataModule
+    from eat.model.build import load_tokenizer
+    from eat.runner import build_module, check_against_model
+
+    register_configs()
+    mechanisms = a.mechanisms.split(",")
+    step_s = {m: [] for m in mechanisms}
+    steps_per_epoch = {}
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for rep in range(a.repeats):
+            for mech in mechanisms:
+                cfg = compose(config_name="train", overrides=[
+                    f"task={a.task}", f"mechanism={mech}", f"data.dir={a.glue}", "logger=none",
+                    "output_dir=outputs/bench_training_cost", *a.overrides])
+                rc = to_run_config(cfg)
+                check_against_model(rc)
+                pl.seed_everything(rc.seed, workers=True, verbose=False)  # same batches for every config
+                tok = load_tokenizer(rc.model)
+                dm = GLUEDataModule(rc.task, rc.data, tok, rc.seed)
+                module = build_module(rc, tok, dm.eval_split_names)
+                timer = StepTimer()
+                trainer = pl.Trainer(max_steps=a.steps, limit_val_batches=0, logger=False, callbacks=[timer],
+                                     enable_checkpointing=False, enable_progress_bar=False,
+                                     enable_model_summary=False, accelerator="cpu", devices=1,
+                                     gradient_clip_val=cfg.trainer.get("gradient_clip_val"))
+                trainer.fit(module, datamodule=dm)
+                steps_per_epoch[mech] = len(dm.train_dataloader())
+                step_s[mech].extend(timer.times[a.warmup:])
+                print(f"[train-cost] repeat {rep + 1}/{a.repeats} {mech}: "
+                      f"median {statistics.median(timer.times[a.warmup:]):.3f} s/step", flush=True)
+
+    base = statistics.median(step_s[mechanisms[0]])
+    rows = []
+    for mech in mechanisms:
+        med = statistics.median(step_s[mech])
+        rows.append({"task": a.task, "mechanism": mech, "steps_timed": len(step_s[mech]),
+                     "s_per_step_median": round(med, 4),
+                     "s_per_step_p90": round(sorted(step_s[mech])[int(0.9 * (len(step_s[mech]) - 1))], 4),
+                     "steps_per_epoch": steps_per_epoch[mech], "epoch_min_estimate": round(med * steps_per_epoch[mech] / 60, 2),
+                     "cost_vs_first": round(med / base, 3),
+                     "threads": torch.get_num_threads(), "torch": torch.__version__})
+    Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+    with open(a.results, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+    lines = [f"# Training cost per step: {a.task}", "",
+             (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+              f"{torch.__version__}, {torch.get_num_threads()} threads. Real Lightning fit loop, same batches for "
+              f"every configuration; {a.repeats} interleaved fits of {a.steps} steps ({a.warmup} untimed) each."),
+             f"Command: `python experiments/bench_training_cost.py {' '.join(argv or sys.argv[1:])}`", "",
+             f"| mechanism | s/step (median) | s/step (p90) | epoch estimate (min) | cost vs {mechanisms[0]} |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mechanism']} | {r['s_per_step_median']:.3f} | {r['s_per_step_p90']:.3f} | "
+                     f"{r['epoch_min_estimate']} | {r['cost_vs_first']:.2f}x |")
+    Path(a.summary).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# MNLI or QQP under the offline protocol (conf/experiment/<task>_offline.yaml; the official train sets are not
+# available offline, so these numbers are NOT comparable to official GLUE ones):
+# static fine-tune, two-stage EAT, side-by-side benchmark (static, hf_static, prune+sparse+exit) at bs=1 and
+# bs=32, exit-threshold frontier at bs=32.
+# Usage: bash experiments/glue_offline.sh mnli|qqp [SEED] [HYDRA OVERRIDES...]
+#        (GLUE folder: $EAT_GLUE_DIR or ../shared/data/glue; overrides go to both training runs)
+#        STEPS=train or STEPS=bench runs only steps 1-2 or 3-4 (train while the CPU is shared, benchmark on a
+#        quiet machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TASK=${1:?usage: bash experiments/glue_offline.sh mnli|qqp [SEED] [OVERRIDES...]}
+case $TASK in mnli|qqp) ;; *) echo "task=$TASK: allowed values are mnli, qqp" >&2; exit 2;; esac
+SEED=${2:-42}
+shift; shift || true
+GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
+PY=.venv/bin/python
+EXP=${TASK}_offline
+RES=experiments/results/${TASK}_offline.csv
+STATIC=outputs/${TASK}_static_seed$SEED
+EAT=outputs/${TASK}_eat_seed$SEED
+STEPS=${STEPS:-train,bench}
+COMMON=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$RES)
+
+if [[ $STEPS == *train* ]]; then
+# 1. static fine-tune (the protocol's epochs, lr 5e-5, batch 32, length-grouped batches)
+[ -f $STATIC/checkpoints/best.ckpt ] || $PY train.py experiment=$EXP model=minilm_l6 mechanism=none \
+  "${COMMON[@]}" hydra.run.dir=$STATIC "$@"
+
+# 2. EAT stage 2: exit heads on the frozen static backbone, pruning + sparse attention active
+[ -f $EAT/checkpoints/best.ckpt ] || $PY train.py "experiment=[$EXP,eat_stage2]" \
+  init_ckpt=$STATIC/checkpoints/best.ckpt "${COMMON[@]}" hydra.run.dir=$EAT "$@"
+fi
+
+if [[ $STEPS == *bench* ]]; then
+# 3. static vs hf_static vs EAT, side by side on the full evaluation split, bs=1 and bs=32
+$PY experiments/bench_mechanisms.py --task $TASK --ckpt $EAT/checkpoints/best.ckpt --glue $GLUE --repeats 2 \
+  --only none,hf_static,prune+sparse+exit --out-dir outputs/bench_$TASK \
+  --results experiments/results/${TASK}_bench.csv --summary experiments/bench_$TASK.md experiment=$EXP
+
+# 4. exit-threshold frontier on the same checkpoint, no retraining (bs=32: the exits do not depend on it)
+$PY eval.py -m experiment=$EXP ckpt_path=$EAT/checkpoints/best.ckpt mechanism=prune+sparse+exit \
+  mechanism.exit.threshold=0.5,0.6,0.7,0.8,0.9,0.95,0.99 data.dir=$GLUE "eval_batch_sizes=[32]" \
+  trainer.enable_progress_bar=false results_csv=experiments/results/${TASK}_frontier.csv \
+  hydra.sweep.dir=outputs/${TASK}_frontier
+fi

@@ -1,0 +1,60 @@
+"""The experiment protocols of experiments/RESULTS.md, composed from the real configs: the offline MNLI and
+QQP splits (train and evaluation never overlap) and the two-stage EAT recipe (the backbone stays frozen)."""
+from __future__ import annotations
+
+import torch
+
+from eat.config import to_run_config
+from eat.data.glue import GLUEDataModule
+from eat.runner import run
+from tests.conftest import GLUE_DIR, compose_cfg, needs_glue, tiny_overrides
+
+
+def datamodule(overrides):
+    rc = to_run_config(compose_cfg([f"data.dir={GLUE_DIR}", "output_dir=unused", "logger=none", *overrides]))
+    return rc, GLUEDataModule(rc.task, rc.data, tokenizer=None, seed=rc.seed)
+
+
+@needs_glue
+def test_qqp_offline_trains_on_the_first_30000_dev_rows_and_evaluates_on_the_rest():
+    rc, dm = datamodule(["experiment=qqp_offline"])
+    train, val = dm.read("train"), dm.read("validation")
+    assert rc.task.name == "qqp" and dm.eval_split_names == ["validation"]
+    assert len(train["label"]) == 30_000 and len(val["label"]) == 10_430
+    assert not set(train["idx"]) & set(val["idx"])  # disjoint rows of the same file
+    assert (train["text_a"][0], train["text_b"][0]) != (val["text_a"][0], val["text_b"][0])
+
+
+@needs_glue
+def test_mnli_offline_trains_on_mismatched_and_evaluates_on_matched_only():
+    rc, dm = datamodule(["experiment=mnli_offline"])
+    assert dm.eval_split_names == ["validation_matched"] and rc.data.group_by_length
+    train, val = dm.read("train"), dm.read("validation_matched")
+    assert len(train["label"]) == 9_832 and len(val["label"]) == 9_815
+    assert not set(zip(train["text_a"], train["text_b"])) & set(zip(val["text_a"], val["text_b"]))
+
+
+def test_stage2_composes_with_a_task_protocol():
+    cfg = compose_cfg(["experiment=[mnli_offline,eat_stage2]", "init_ckpt=x.ckpt", "output_dir=unused"])
+    assert cfg.task.name == "mnli" and cfg.mechanism.name == "prune+sparse+exit"
+    assert list(cfg.optim.trainable) == ["encoder.mechanisms"] and cfg.trainer.max_epochs == 2
+    assert cfg.data.split_files.train.endswith("MNLI/dev_mismatched.tsv")
+
+
+@needs_glue
+def test_two_stage_training_changes_only_the_exit_heads(tmp_path):
+    run(compose_cfg(tiny_overrides(tmp_path / "static", "mechanism=none", "eval_batch_sizes=[8]")))
+    static_ckpt = tmp_path / "static" / "run" / "checkpoints" / "best.ckpt"
+
+    def stage2(name, *extra):
+        run(compose_cfg(tiny_overrides(tmp_path / name, "experiment=eat_stage2", f"init_ckpt={static_ckpt}",
+                                       "eval_batch_sizes=[8]", *extra)))
+        return torch.load(tmp_path / name / "run" / "checkpoints" / "best.ckpt", map_location="cpu",
+                          weights_only=False)["state_dict"]
+
+    trained, untrained = stage2("trained"), stage2("untrained", "optim.lr=1e-20")  # same seed, same initial heads, no move
+    before = torch.load(static_ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    heads = [k for k in trained if ".mechanisms." in k]
+    assert heads and set(before) == set(trained) - set(heads)
+    assert all(torch.equal(before[k], trained[k]) for k in before), "stage 2 must not move the backbone"
+    assert not all(torch.equal(trained[k], untrained[k]) for k in heads), "stage 2 must train the exit heads"
