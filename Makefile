@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 GLUE    ?= ../shared/data/glue
 
-.PHONY: install test run demo ablation frontier report sst2 long-sequences clean
+.PHONY: install test run demo ablation frontier report sst2 mnli qqp training-cost long-sequences clean
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -53,15 +53,27 @@ frontier: install
 
 # Regenerate every table and figure under experiments/ from the committed results CSVs: one report per
 # results file, so every table compares rows measured side by side in one session.
-REPORTS := $(patsubst experiments/results/%.csv,%,$(filter-out %long_sequences.csv,$(wildcard experiments/results/*.csv)))
+REPORTS := $(patsubst experiments/results/%.csv,%,$(filter-out %long_sequences.csv %training_cost.csv,$(wildcard experiments/results/*.csv)))
 report: install
 	$(foreach r,$(REPORTS),$(PY) -m eat.report --results experiments/results/$(r).csv --out experiments/report/$(r) &&) true
 	$(PY) experiments/plot_long_sequences.py experiments/results/long_sequences.csv experiments/report/long_sequences
+	$(PY) experiments/bench_training_cost.py --render experiments/results/training_cost.csv experiments/bench_training_cost.md
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
 SEED ?= 42
 sst2: install
 	bash experiments/sst2.sh $(SEED)
+
+# MNLI / QQP under the offline protocol (clearly not official GLUE numbers): static, stage 2, benchmark, frontier.
+mnli: install
+	bash experiments/glue_offline.sh mnli $(SEED)
+qqp: install
+	bash experiments/glue_offline.sh qqp $(SEED)
+
+# Joint-training cost per step of prune+sparse+exit vs static (real Lightning loop, SST-2 batches).
+training-cost: install
+	$(PY) experiments/bench_training_cost.py --glue $(GLUE) --results experiments/results/training_cost.csv \
+	  --summary experiments/bench_training_cost.md
 
 long-sequences: install
 	$(PY) experiments/bench_long_sequences.py --out experiments/results/long_sequences.csv

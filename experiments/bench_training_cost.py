@@ -92,35 +92,49 @@ def main(argv=None) -> int:
                       f"median {statistics.median(timer.times[a.warmup:]):.3f} s/step", flush=True)
 
     base = statistics.median(step_s[mechanisms[0]])
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    command = "python experiments/bench_training_cost.py " + " ".join(argv or sys.argv[1:])
     rows = []
     for mech in mechanisms:
-        med = statistics.median(step_s[mech])
-        rows.append({"task": a.task, "mechanism": mech, "steps_timed": len(step_s[mech]),
-                     "s_per_step_median": round(med, 4),
-                     "s_per_step_p90": round(sorted(step_s[mech])[int(0.9 * (len(step_s[mech]) - 1))], 4),
-                     "steps_per_epoch": steps_per_epoch[mech], "epoch_min_estimate": round(med * steps_per_epoch[mech] / 60, 2),
-                     "cost_vs_first": round(med / base, 3),
-                     "threads": torch.get_num_threads(), "torch": torch.__version__})
+        times = sorted(step_s[mech])
+        med = statistics.median(times)
+        rows.append({"task": a.task, "mechanism": mech, "steps_timed": len(times), "s_per_step_median": round(med, 4),
+                     "s_per_step_p90": round(times[int(0.9 * (len(times) - 1))], 4),
+                     "steps_per_epoch": steps_per_epoch[mech],
+                     "epoch_min_estimate": round(med * steps_per_epoch[mech] / 60, 2),
+                     "cost_vs_first": round(med / base, 3), "fits": f"{a.repeats}x{a.steps} ({a.warmup} untimed)",
+                     "machine": machine, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "command": command})
     Path(a.results).parent.mkdir(parents=True, exist_ok=True)
     with open(a.results, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-
-    lines = [f"# Training cost per step: {a.task}", "",
-             (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-              f"{torch.__version__}, {torch.get_num_threads()} threads. Real Lightning fit loop, same batches for "
-              f"every configuration; {a.repeats} interleaved fits of {a.steps} steps ({a.warmup} untimed) each."),
-             f"Command: `python experiments/bench_training_cost.py {' '.join(argv or sys.argv[1:])}`", "",
-             f"| mechanism | s/step (median) | s/step (p90) | epoch estimate (min) | cost vs {mechanisms[0]} |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['mechanism']} | {r['s_per_step_median']:.3f} | {r['s_per_step_p90']:.3f} | "
-                     f"{r['epoch_min_estimate']} | {r['cost_vs_first']:.2f}x |")
-    Path(a.summary).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(render(a.results, a.summary))
     return 0
 
 
+def render(results_csv: str, summary: str) -> str:
+    """The markdown table of a results CSV written by this script (`make report` calls this)."""
+    with open(results_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    r0 = rows[0]
+    lines = [f"# Training cost per step: {r0['task']}", "",
+             (f"Machine: {r0['machine']}, torch {r0['torch']}, {r0['threads']} threads. Real Lightning fit loop "
+              f"(joint training: every parameter trainable), same batches for every configuration; interleaved "
+              f"fits: {r0['fits']}."), f"Command: `{r0['command']}`", "",
+             f"| mechanism | s/step (median) | s/step (p90) | epoch estimate (min) | cost vs {r0['mechanism']} |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['mechanism']} | {float(r['s_per_step_median']):.3f} | {float(r['s_per_step_p90']):.3f} | "
+              f"{r['epoch_min_estimate']} | {float(r['cost_vs_first']):.2f}x |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    Path(summary).parent.mkdir(parents=True, exist_ok=True)
+    Path(summary).write_text(text)
+    return text
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--render":  # --render RESULTS.csv SUMMARY.md: no measuring
+        print(render(sys.argv[2], sys.argv[3]))
+        sys.exit(0)
     sys.exit(main())
