@@ -6,7 +6,8 @@ import torch
 
 from eat.config import ExitConfig, MechanismConfig, PruneConfig, SparseConfig
 from eat.mechanisms import build_mechanisms
-from eat.mechanisms.attention import blocked_local_attention, masked_local_attention
+from eat.mechanisms import attention
+from eat.mechanisms.attention import blocked_local_attention, dense_attention, masked_local_attention
 from eat.model.encoder import Encoder, EncoderConfig
 
 C = EncoderConfig(vocab_size=200, hidden_size=48, num_layers=6, num_heads=4, intermediate_size=96,
@@ -87,6 +88,24 @@ def test_blocked_local_equals_dense_masked_reference(L, block, window):
         real = mask[:, None, :, None]
         assert ((got - want).abs() * real).max() < 1e-5  # padded query rows are never read
         assert ((got_recv - want_recv).abs() * mask).max() < 1e-5
+
+
+@pytest.mark.parametrize("L", [300, 517])
+def test_chunked_received_attention_equals_the_full_probability_matrix(L, monkeypatch):
+    """Long inputs take the sdpa + chunked path; it must give what the explicit L x L path gives."""
+    g = torch.Generator().manual_seed(L)
+    B, H, dh = 2, 3, 8
+    q, k, v = (torch.randn(B, H, L, dh, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.arange(L)[None] < torch.tensor([L, L // 2])[:, None]
+    kernels = [lambda: dense_attention(q, k, v, mask, need_received=True),  # (B, 1, 1, L) mask
+               lambda: masked_local_attention(q, k, v, mask, 16, True, need_received=True)]  # (B, 1, L, L)
+    got = [f() for f in kernels]
+    monkeypatch.setattr(attention, "RECEIVED_CHUNK", 10 ** 6)  # force the explicit path as the reference
+    want = [f() for f in kernels]
+    for (ctx, recv, _), (ctx_ref, recv_ref, _) in zip(got, want):
+        assert ((ctx - ctx_ref).abs() * mask[:, None, :, None]).max() < 1e-8
+        assert ((recv - recv_ref).abs() * mask).max() < 1e-8
+        assert torch.allclose(recv.sum(1), mask.sum(1).double() * H)  # each real query hands out H x 1
 
 
 def test_blocked_path_inside_the_encoder_matches_masked_reference():

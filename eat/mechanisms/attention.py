@@ -26,12 +26,32 @@ def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+# Above this many queries the attention received is summed chunk by chunk next to the fused sdpa kernel,
+# instead of materialising the whole (B, H, L, L) probability matrix (805 MB per layer at 4,096 tokens).
+RECEIVED_CHUNK = 256
+
+
+def received_attention(q: Tensor, k: Tensor, bias: Tensor, query_mask: Tensor, chunk: int = RECEIVED_CHUNK) -> Tensor:
+    """(B, L): attention probability each key receives, summed over heads and real queries; peak memory
+    O(B x H x chunk x L) instead of O(B x H x L x L)."""
+    Lq = q.shape[2]
+    received = q.new_zeros(q.shape[0], k.shape[2])
+    for s in range(0, Lq, chunk):
+        b = bias[:, :, s:s + chunk] if bias.shape[2] == Lq else bias
+        probs = ((q[:, :, s:s + chunk] @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + b).softmax(-1)  # (B, H, c, L)
+        received += (probs * query_mask[:, None, s:s + chunk, None]).sum((1, 2))
+    return received
+
+
 def _masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, mask: Tensor, need_received: bool,
                       dropout_p: float) -> Tuple[Tensor, Optional[Tensor]]:
-    """Dense attention under a broadcastable (B, 1, Lq|1, L) `allowed` mask."""
+    """Dense attention under a broadcastable (B, 1, Lq|1, L) `allowed` mask; `mask` (B, Lq) marks real queries."""
     bias = additive_mask(allowed, q.dtype)
     if not need_received:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), None
+    if q.shape[2] > RECEIVED_CHUNK:  # long: fused kernel for the context, received attention in chunks
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+        return ctx, received_attention(q, k, bias, mask)
     probs = ((q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias).softmax(-1)  # (B, H, L, L)
     received = (probs * mask[:, None, :, None]).sum((1, 2))  # (B, L)
     return F.dropout(probs, dropout_p) @ v, received
