@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     p.add_argument("--task", default="sst2")
     p.add_argument("--batch-sizes", default="1,32")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--bs1-examples", type=int, default=None,
+                   help="time bs=1 on the first N examples of the split (default: all of it)")
     p.add_argument("--only", default=None, help="comma-separated labels to run (default: all)")
     p.add_argument("--results", default="experiments/results/sst2_bench.csv")
     p.add_argument("--summary", default="experiments/bench_mechanisms.md")
@@ -58,6 +60,7 @@ def main(argv=None) -> int:
 
     register_configs()
     configs = [c for c in CONFIGS if a.only is None or c[0] in a.only.split(",")]
+    batch_sizes = [int(b) for b in a.batch_sizes.split(",")]
     lat, rows_by = defaultdict(list), {}
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for rep in range(a.repeats):
@@ -65,25 +68,31 @@ def main(argv=None) -> int:
                 out_dir = Path(a.out_dir) / label.split(" ")[0] / f"rep{rep}"
                 if "mask" in label:
                     out_dir = Path(a.out_dir) / "mask" / f"rep{rep}"
-                cfg = compose(config_name="eval", overrides=[
-                    f"task={a.task}", f"ckpt_path={a.ckpt}", f"data.dir={a.glue}", f"results_csv={a.results}",
-                    f"eval_batch_sizes=[{a.batch_sizes}]", f"output_dir={out_dir}", "logger=none",
-                    "trainer.enable_progress_bar=false", "callbacks.latency.warmup_batches=5", *extra, *a.overrides])
-                for row in run(cfg):
-                    key = (label, row["split"], row["batch_size"])
-                    lat[key].append(row["latency_ms_per_example"])
-                    rows_by[key] = row
+                for bs in batch_sizes:
+                    # bs=1 may time a prefix of the split (its predictions equal bs=N's: batch invariance)
+                    limit = [f"data.max_eval_samples={a.bs1_examples}"] if bs == 1 and a.bs1_examples else []
+                    cfg = compose(config_name="eval", overrides=[
+                        f"task={a.task}", f"ckpt_path={a.ckpt}", f"data.dir={a.glue}", f"results_csv={a.results}",
+                        f"eval_batch_sizes=[{bs}]", f"output_dir={out_dir}", "logger=none",
+                        "trainer.enable_progress_bar=false", "callbacks.latency.warmup_batches=5", *limit, *extra,
+                        *a.overrides])
+                    for row in run(cfg):
+                        key = (label, row["split"], row["batch_size"])
+                        lat[key].append(row["latency_ms_per_example"])
+                        rows_by[key] = row
                 print(f"[bench] repeat {rep + 1}/{a.repeats} {label} done", flush=True)
 
     lines = [f"# Mechanism benchmark: {a.task}, checkpoint `{a.ckpt}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-             f"{torch.__version__}, {torch.get_num_threads()} threads. Full dev split; median of {a.repeats} "
+             f"{torch.__version__}, {torch.get_num_threads()} threads. Full evaluation split"
+             + (f" (bs=1: its first {a.bs1_examples} examples)" if a.bs1_examples else "") + f"; median of {a.repeats} "
              "interleaved repeats; speed-up = static ms/example / ms/example, side by side in this one run.",
              f"Command: `python experiments/bench_mechanisms.py {' '.join(argv or sys.argv[1:])}`", ""]
-    for bs in [int(b) for b in a.batch_sizes.split(",")]:
-        lines += [f"## batch size {bs}", "",
-                  "| mechanism | accuracy | ms/example (median) | speed-up vs none | avg exit layer | token retention "
-                  "| FLOPs reduction | FLOPs realisation |", "|---|---|---|---|---|---|---|---|"]
+    for bs in batch_sizes:
+        n = next((r["n_examples"] for (_, _, b), r in rows_by.items() if b == bs), "?")
+        lines += [f"## batch size {bs} ({n} examples)", "",
+                  ("| mechanism | accuracy | ms/example (median) | speed-up vs none | avg exit layer | token retention "
+                   "| FLOPs reduction | FLOPs realisation |"), "|---|---|---|---|---|---|---|---|"]
         for (label, split, b), values in lat.items():
             if b != bs:
                 continue

@@ -33,8 +33,9 @@ if [[ $STEPS == *train* ]]; then
 fi
 
 if [[ $STEPS == *bench* ]]; then
-# 3. static vs hf_static vs EAT, side by side on the full evaluation split, bs=1 and bs=32
-$PY experiments/bench_mechanisms.py --task $TASK --ckpt $EAT/checkpoints/best.ckpt --glue $GLUE --repeats 2 \
+# 3. static vs hf_static vs EAT, side by side: bs=32 on the full evaluation split, bs=1 on its first 2,000
+#    examples (latency only: predictions do not depend on the batch size)
+$PY experiments/bench_mechanisms.py --task $TASK --ckpt $EAT/checkpoints/best.ckpt --glue $GLUE --repeats 2 --bs1-examples 2000 \
   --only none,hf_static,prune+sparse+exit --out-dir outputs/bench_$TASK \
   --results experiments/results/${TASK}_bench.csv --summary experiments/bench_$TASK.md experiment=$EXP
 
