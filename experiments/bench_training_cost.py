@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--glue", default=os.environ.get("EAT_GLUE_DIR", str(ROOT.parent / "shared" / "data" / "glue")))
     p.add_argument("--task", default="sst2")
     p.add_argument("--mechanisms", default="none,prune+sparse+exit")
-    p.add_argument("--steps", type=int, default=40, help="optimiser steps per fit")
+    p.add_argument("--steps", type=int, default=30, help="optimiser steps per fit")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps at the start of each fit")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--results", default="experiments/results/training_cost.csv")
