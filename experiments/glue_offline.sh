@@ -5,8 +5,9 @@
 # bs=1 and bs=32, exit-threshold frontier at bs=32.
 # Usage: bash experiments/glue_offline.sh mnli|qqp [SEED] [HYDRA OVERRIDES...]
 #        (GLUE folder: $EAT_GLUE_DIR or ../shared/data/glue; overrides go to both training runs)
-#        STEPS=train or STEPS=bench runs only steps 1-2 or 3-4 (train while the CPU is shared, benchmark on a
-#        quiet machine).
+#        STEPS (default train,bench,frontier) picks the parts: train while the CPU is shared, bench on a quiet
+#        machine; REPEATS (default 2) interleaved benchmark repeats; FRONTIER_SAMPLES limits the frontier to the
+#        first N evaluation examples (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASK=${1:?usage: bash experiments/glue_offline.sh mnli|qqp [SEED] [OVERRIDES...]}
@@ -19,7 +20,9 @@ EXP=${TASK}_offline
 RES=experiments/results/${TASK}_offline.csv
 STATIC=outputs/${TASK}_static_seed$SEED
 EAT=outputs/${TASK}_eat_seed$SEED
-STEPS=${STEPS:-train,bench}
+STEPS=${STEPS:-train,bench,frontier}
+REPEATS=${REPEATS:-2}
+FRONTIER_LIMIT=${FRONTIER_SAMPLES:+data.max_eval_samples=$FRONTIER_SAMPLES}
 COMMON=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$RES)
 
 if [[ $STEPS == *train* ]]; then
@@ -36,14 +39,16 @@ if [[ $STEPS == *bench* ]]; then
 # 3. static vs EAT and its parts without sparse attention (hf_static is in the SST-2 benchmark), side by side:
 #    bs=32 on the full evaluation split, bs=1 on its first 1,000 examples (latency only: predictions do not
 #    depend on the batch size)
-$PY experiments/bench_mechanisms.py --task $TASK --ckpt $EAT/checkpoints/best.ckpt --glue $GLUE --repeats 2 --bs1-examples 1000 \
+$PY experiments/bench_mechanisms.py --task $TASK --ckpt $EAT/checkpoints/best.ckpt --glue $GLUE --repeats $REPEATS --bs1-examples 1000 \
   --only none,exit,prune+exit,prune+sparse+exit --out-dir outputs/bench_$TASK \
   --results experiments/results/${TASK}_bench.csv --summary experiments/bench_$TASK.md experiment=$EXP
+fi
 
+if [[ $STEPS == *frontier* ]]; then
 # 4. exit-threshold frontier on the same checkpoint, with and without pruning + sparse attention, no retraining
 #    (bs=32: the exits do not depend on the batch size)
 $PY eval.py -m experiment=$EXP ckpt_path=$EAT/checkpoints/best.ckpt mechanism=exit,prune+sparse+exit \
   mechanism.exit.threshold=0.6,0.8,0.9,0.95 data.dir=$GLUE "eval_batch_sizes=[32]" \
   trainer.enable_progress_bar=false results_csv=experiments/results/${TASK}_frontier.csv \
-  hydra.sweep.dir=outputs/${TASK}_frontier
+  hydra.sweep.dir=outputs/${TASK}_frontier $FRONTIER_LIMIT
 fi
