@@ -53,10 +53,11 @@ frontier: install
 
 # Regenerate every table and figure under experiments/ from the committed results CSVs: one report per
 # results file, so every table compares rows measured side by side in one session.
-REPORTS := $(patsubst experiments/results/%.csv,%,$(filter-out %long_sequences.csv %training_cost.csv,$(wildcard experiments/results/*.csv)))
+REPORTS := $(patsubst experiments/results/%.csv,%,$(filter-out %long_sequences.csv %long_sequences_cuda.csv %training_cost.csv,$(wildcard experiments/results/*.csv)))
 report: install
 	$(foreach r,$(REPORTS),$(PY) -m eat.report --results experiments/results/$(r).csv --out experiments/report/$(r) &&) true
 	$(PY) experiments/plot_long_sequences.py experiments/results/long_sequences.csv experiments/report/long_sequences
+	$(PY) experiments/plot_long_sequences.py experiments/results/long_sequences_cuda.csv experiments/report/long_sequences_cuda
 	$(PY) experiments/bench_training_cost.py --render experiments/results/training_cost.csv experiments/bench_training_cost.md
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.

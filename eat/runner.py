@@ -159,7 +159,8 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
                 "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_sha": results.git_sha(),
                 "config_hash": chash, "task": rc.task.name, "split": split, "model": rc.peer or rc.model.name,
                 "mechanism": rc.mechanism.name, "mode": rc.mechanism.mode, "seed": rc.seed, "batch_size": bs,
-                "device": module.device.type, "threads": torch.get_num_threads(), "n_examples": len(recs["idx"]),
+                # the strategy's device: `trainer.test` has moved the module back to the CPU by now
+                "device": trainer.strategy.root_device.type, "threads": torch.get_num_threads(), "n_examples": len(recs["idx"]),
                 **res["metrics"], **results.summarize(recs, num_layers),
                 **{k: v for k, v in latency.summary(i).items() if k in results.COLUMNS},
                 "mechanism_params": json.dumps({k: v for k, v in mech.items() if k != "name"}, sort_keys=True),

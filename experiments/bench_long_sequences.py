@@ -5,6 +5,8 @@ the longest length; synthetic token ids; batch size 1; the same weights for ever
 the median over `--repeats` forwards, mechanisms interleaved per repeat.
 
     .venv/bin/python experiments/bench_long_sequences.py --out experiments/results/long_sequences.csv
+
+On a GPU (`--device cuda`) the device is synchronised before each clock read.
 """
 from __future__ import annotations
 
@@ -36,14 +38,25 @@ def mechanisms(window: int):
     }
 
 
-def attention_kernels(lengths, window: int, repeats: int):
+def timed(fn, device: torch.device):
+    """(result, milliseconds) of one call; waits for queued device work before each clock read."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, (time.perf_counter() - t0) * 1e3
+
+
+def attention_kernels(lengths, window: int, repeats: int, device: torch.device):
     """The attention op alone (one layer, 12 heads x 32 dims, bs=1): dense sdpa vs the blocked local kernel."""
     from eat.mechanisms.attention import blocked_local_attention, dense_attention
 
     rows = []
     for L in lengths:
-        q, k, v = (torch.randn(1, 12, L, 32) for _ in range(3))
-        mask = torch.ones(1, L, dtype=torch.bool)
+        q, k, v = (torch.randn(1, 12, L, 32, device=device) for _ in range(3))
+        mask = torch.ones(1, L, dtype=torch.bool, device=device)
         fns = {"attention:dense": lambda: dense_attention(q, k, v, mask),
                "attention:local": lambda: blocked_local_attention(q, k, v, mask, window // 2, True, 64)}
         times = {n: [] for n in fns}
@@ -52,15 +65,14 @@ def attention_kernels(lengths, window: int, repeats: int):
                 f()
             for _ in range(repeats * 3):
                 for n, f in fns.items():
-                    t0 = time.perf_counter()
-                    _, _, flops = f()
-                    times[n].append((time.perf_counter() - t0) * 1e3)
+                    times[n].append(timed(f, device)[1])
         dense = statistics.median(times["attention:dense"])
         for n in fns:
             ms = statistics.median(times[n])
             rows.append({"length": L, "mechanism": n, "window": window, "ms_median": round(ms, 3),
                          "speedup_vs_dense": round(dense / ms, 3), "gflops": "", "gflops_static": "",
-                         "tokens_final": L, "threads": torch.get_num_threads(), "repeats": repeats * 3})
+                         "tokens_final": L, "threads": torch.get_num_threads(), "repeats": repeats * 3,
+                         "device": device.type})
             print(f"L={L:5d} {n:16s} {ms:9.2f} ms  x{dense / ms:5.2f} vs dense", flush=True)
     return rows
 
@@ -71,7 +83,9 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="experiments/results/long_sequences.csv")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args(argv)
+    device = torch.device(a.device)
     lengths = [int(x) for x in a.lengths.split(",")]
     c = EncoderConfig(max_position_embeddings=max(lengths), num_labels=2)
     torch.manual_seed(0)
@@ -80,22 +94,21 @@ def main(argv=None) -> int:
     for name, m in mechanisms(a.window).items():
         enc = Encoder(c, build_mechanisms(m, c)).eval()
         enc.load_state_dict(base.state_dict(), strict=False)
-        models[name] = enc
+        models[name] = enc.to(device)
 
     rows = []
     for L in lengths:
         ids = torch.randint(1000, c.vocab_size, (1, L))
         ids[0, 0], ids[0, -1] = 101, 102
-        mask = torch.ones(1, L, dtype=torch.long)
+        ids, mask = ids.to(device), torch.ones(1, L, dtype=torch.long, device=device)
         times = {n: [] for n in models}
         with torch.inference_mode():
             for name, enc in models.items():  # warmup
                 out = enc(ids, mask)
             for _ in range(a.repeats):
                 for name, enc in models.items():
-                    t0 = time.perf_counter()
-                    out = enc(ids, mask)
-                    times[name].append((time.perf_counter() - t0) * 1e3)
+                    out, ms = timed(lambda: enc(ids, mask), device)
+                    times[name].append(ms)
                     if len(times[name]) == 1:
                         times[name + ":stats"] = (float(out.flops[0]) / 1e9, float(out.static_flops[0]) / 1e9,
                                                   int(out.tokens_final[0]))
@@ -105,9 +118,10 @@ def main(argv=None) -> int:
             g, gs, kept = times[name + ":stats"]
             rows.append({"length": L, "mechanism": name, "window": a.window, "ms_median": round(ms, 3),
                          "speedup_vs_dense": round(dense / ms, 3), "gflops": round(g, 4), "gflops_static": round(gs, 4),
-                         "tokens_final": kept, "threads": torch.get_num_threads(), "repeats": a.repeats})
+                         "tokens_final": kept, "threads": torch.get_num_threads(), "repeats": a.repeats,
+                         "device": device.type})
             print(f"L={L:5d} {name:13s} {ms:9.2f} ms  x{dense / ms:5.2f} vs dense  {g:7.2f} GFLOPs", flush=True)
-    rows += attention_kernels(lengths, a.window, a.repeats)
+    rows += attention_kernels(lengths, a.window, a.repeats, device)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")

@@ -82,8 +82,10 @@ def main(argv=None) -> int:
                         rows_by[key] = row
                 print(f"[bench] repeat {rep + 1}/{a.repeats} {label} done", flush=True)
 
+    gpu = any(r.get("device") == "cuda" for r in rows_by.values()) and torch.cuda.get_device_name(0)
     lines = [f"# Mechanism benchmark: {a.task}, checkpoint `{a.ckpt}`", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+             (f"Device: {gpu} (CUDA). " if gpu else "")
+             + f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads. Full evaluation split"
              + (f" (bs=1: its first {a.bs1_examples} examples)" if a.bs1_examples else "") + f"; median of {a.repeats} "
              "interleaved repeats; speed-up = static ms/example / ms/example, side by side in this one run.",

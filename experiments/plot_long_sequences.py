@@ -37,7 +37,8 @@ def main(csv_path: str, out_dir: str) -> int:
     ax.set_yscale("log")
     ax.set_xlabel("sequence length (tokens)")
     ax.set_ylabel("median latency (ms), bs=1")
-    ax.set_title("Long sequences: dense vs local attention and pruning")
+    device = df.device.iloc[0] if "device" in df else "cpu"
+    ax.set_title(f"Long sequences ({device}): dense vs local attention and pruning")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
