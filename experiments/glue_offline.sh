@@ -6,7 +6,8 @@
 # Usage: bash experiments/glue_offline.sh mnli|qqp [SEED] [HYDRA OVERRIDES...]
 #        (GLUE folder: $EAT_GLUE_DIR or ../shared/data/glue; overrides go to both training runs)
 #        STEPS (default train,bench,frontier) picks the parts: train while the CPU is shared, bench on a quiet
-#        machine; REPEATS (default 2) interleaved benchmark repeats; FRONTIER_SAMPLES limits the frontier to the
+#        machine; `adapt` (not in the default) fine-tunes the whole static model with the mechanisms on
+#        (experiment=eat_adapt) and evaluates it at several exit thresholds, `adapt_bench` benchmarks it; REPEATS (default 2) interleaved benchmark repeats; FRONTIER_SAMPLES limits the frontier to the
 #        first N evaluation examples (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,7 @@ EXP=${TASK}_offline
 RES=experiments/results/${TASK}_offline.csv
 STATIC=outputs/${TASK}_static_seed$SEED
 EAT=outputs/${TASK}_eat_seed$SEED
+ADAPT=outputs/${TASK}_adapt_seed$SEED
 STEPS=${STEPS:-train,bench,frontier}
 REPEATS=${REPEATS:-2}
 FRONTIER_LIMIT=${FRONTIER_SAMPLES:+data.max_eval_samples=$FRONTIER_SAMPLES}
@@ -51,4 +53,20 @@ $PY eval.py -m experiment=$EXP ckpt_path=$EAT/checkpoints/best.ckpt mechanism=ex
   mechanism.exit.threshold=0.6,0.8,0.9,0.95 data.dir=$GLUE "eval_batch_sizes=[32]" \
   trainer.enable_progress_bar=false results_csv=experiments/results/${TASK}_frontier.csv \
   hydra.sweep.dir=outputs/${TASK}_frontier $FRONTIER_LIMIT
+fi
+
+if [[ $STEPS == *adapt* ]]; then
+# 5. adapted EAT: the whole static model fine-tuned with pruning, sparse attention and fresh exit heads on
+[ -f $ADAPT/checkpoints/best.ckpt ] || $PY train.py "experiment=[$EXP,eat_adapt]" \
+  init_ckpt=$STATIC/checkpoints/best.ckpt "${COMMON[@]}" hydra.run.dir=$ADAPT "$@"
+$PY eval.py -m experiment=$EXP ckpt_path=$ADAPT/checkpoints/best.ckpt mechanism=prune+sparse+exit \
+  mechanism.exit.threshold=0.8,0.9,0.95,0.99 "${COMMON[@]}" skip_completed=true \
+  results_csv=experiments/results/${TASK}_adapt.csv hydra.sweep.dir=outputs/${TASK}_adapt_thresholds
+fi
+
+if [[ $STEPS == *adapt_bench* ]]; then
+# 6. the adapted model side by side with the static one (bs=32 full split, bs=1 first 1,000 examples)
+$PY experiments/bench_mechanisms.py --task $TASK --ckpt $ADAPT/checkpoints/best.ckpt --glue $GLUE --repeats $REPEATS \
+  --bs1-examples 1000 --only none,prune+sparse+exit --out-dir outputs/bench_${TASK}_adapt \
+  --results experiments/results/${TASK}_adapt_bench.csv --summary experiments/bench_${TASK}_adapt.md experiment=$EXP
 fi

@@ -28,6 +28,13 @@ EAT=outputs/sst2_eat_seed$SEED
 $PY eval.py -m task=sst2 ckpt_path=$EAT/checkpoints/best.ckpt mechanism=none,prune+sparse+exit seed=$SEED \
   data.dir=$GLUE "eval_batch_sizes=[32]" skip_completed=true trainer.enable_progress_bar=false \
   results_csv=$RES/sst2_seeds.csv hydra.sweep.dir=outputs/sst2_seeds_seed$SEED
+#    ... and the safer keep ratio 0.9 (section 2d) and exits alone, on the same checkpoint
+$PY eval.py -m task=sst2 ckpt_path=$EAT/checkpoints/best.ckpt mechanism=prune+sparse+exit "mechanism.prune.keep_ratios=[0.9,0.9]" \
+  seed=$SEED data.dir=$GLUE "eval_batch_sizes=[32]" skip_completed=true trainer.enable_progress_bar=false \
+  results_csv=$RES/sst2_seeds.csv hydra.sweep.dir=outputs/sst2_seeds_k09_seed$SEED
+$PY eval.py -m task=sst2 ckpt_path=$EAT/checkpoints/best.ckpt mechanism=exit seed=$SEED data.dir=$GLUE \
+  "eval_batch_sizes=[32]" skip_completed=true trainer.enable_progress_bar=false \
+  results_csv=$RES/sst2_seeds.csv hydra.sweep.dir=outputs/sst2_seeds_exit_seed$SEED
 
 if [ "$SEED" = 42 ]; then
   # 4. the 8 mechanisms + hf_static + the reference's mask mode, side by side on one checkpoint

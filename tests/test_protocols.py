@@ -1,5 +1,6 @@
 """The experiment protocols of experiments/RESULTS.md, composed from the real configs: the offline MNLI and
-QQP splits (train and evaluation never overlap) and the two-stage EAT recipe (the backbone stays frozen)."""
+QQP splits (train and evaluation never overlap), the two-stage EAT recipe (the backbone stays frozen) and the
+adapted recipe (the whole static model is fine-tuned with the mechanisms on)."""
 from __future__ import annotations
 
 import torch
@@ -39,6 +40,25 @@ def test_stage2_composes_with_a_task_protocol():
     assert cfg.task.name == "mnli" and cfg.mechanism.name == "prune+sparse+exit"
     assert list(cfg.optim.trainable) == ["encoder.mechanisms"] and cfg.trainer.max_epochs == 2
     assert cfg.data.split_files.train.endswith("MNLI/dev_mismatched.tsv")
+
+
+def test_adapt_composes_with_a_task_protocol_and_trains_every_parameter():
+    cfg = compose_cfg(["experiment=[qqp_offline,eat_adapt]", "init_ckpt=x.ckpt", "output_dir=unused"])
+    assert cfg.task.name == "qqp" and cfg.mechanism.name == "prune+sparse+exit"
+    assert cfg.optim.trainable is None and cfg.init_ckpt == "x.ckpt"
+
+
+@needs_glue
+def test_adapt_moves_the_backbone_from_the_static_model(tmp_path):
+    run(compose_cfg(tiny_overrides(tmp_path / "static", "mechanism=none", "eval_batch_sizes=[8]")))
+    static_ckpt = tmp_path / "static" / "run" / "checkpoints" / "best.ckpt"
+    run(compose_cfg(tiny_overrides(tmp_path / "adapt", "experiment=eat_adapt", f"init_ckpt={static_ckpt}",
+                                   "eval_batch_sizes=[8]")))
+    load = lambda p: torch.load(p, map_location="cpu", weights_only=False)["state_dict"]  # noqa: E731
+    before, after = load(static_ckpt), load(tmp_path / "adapt" / "run" / "checkpoints" / "best.ckpt")
+    assert any(".mechanisms." in k for k in after)
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(".layers." in k for k in moved), "the backbone must be fine-tuned with the mechanisms on"
 
 
 @needs_glue
