@@ -45,6 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--bs1-examples", type=int, default=None,
                    help="time bs=1 on the first N examples of the split (default: all of it)")
     p.add_argument("--only", default=None, help="comma-separated labels to run (default: all)")
+    p.add_argument("--add", nargs="+", action="append", default=[], metavar=("LABEL", "OVERRIDE"),
+                   help="one more configuration: a label and its Hydra overrides, e.g. "
+                        "--add keep0.9 mechanism=prune+sparse+exit 'mechanism.prune.keep_ratios=[0.9,0.9]'")
     p.add_argument("--results", default="experiments/results/sst2_bench.csv")
     p.add_argument("--summary", default="experiments/bench_mechanisms.md")
     p.add_argument("--out-dir", default="outputs/bench")
@@ -60,6 +63,7 @@ def main(argv=None) -> int:
 
     register_configs()
     configs = [c for c in CONFIGS if a.only is None or c[0] in a.only.split(",")]
+    configs += [(label, overrides) for label, *overrides in a.add]
     batch_sizes = [int(b) for b in a.batch_sizes.split(",")]
     lat, rows_by = defaultdict(list), {}
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

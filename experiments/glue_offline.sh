@@ -58,10 +58,16 @@ fi
 if [[ $STEPS == *adapt* ]]; then
 # 5. adapted EAT: the whole static model fine-tuned with pruning, sparse attention and fresh exit heads on
 [ -f $ADAPT/checkpoints/best.ckpt ] || $PY train.py "experiment=[$EXP,eat_adapt]" \
-  init_ckpt=$STATIC/checkpoints/best.ckpt "${COMMON[@]}" hydra.run.dir=$ADAPT "$@"
+  init_ckpt=$STATIC/checkpoints/best.ckpt "${COMMON[@]}" results_csv=$ADAPT/results.csv hydra.run.dir=$ADAPT "$@"
 $PY eval.py -m experiment=$EXP ckpt_path=$ADAPT/checkpoints/best.ckpt mechanism=prune+sparse+exit \
   mechanism.exit.threshold=0.8,0.9,0.95,0.99 "${COMMON[@]}" skip_completed=true \
   results_csv=experiments/results/${TASK}_adapt.csv hydra.sweep.dir=outputs/${TASK}_adapt_thresholds
+# which part costs the accuracy on the adapted backbone: each mechanism left out in turn (threshold 0.9)
+$PY eval.py -m experiment=$EXP ckpt_path=$ADAPT/checkpoints/best.ckpt mechanism=none,exit,sparse+exit "${COMMON[@]}" \
+  skip_completed=true results_csv=experiments/results/${TASK}_adapt.csv hydra.sweep.dir=outputs/${TASK}_adapt_parts
+$PY eval.py -m experiment=$EXP ckpt_path=$ADAPT/checkpoints/best.ckpt mechanism=prune+exit "mechanism.prune.keep_ratios=[0.8,0.8]" \
+  "${COMMON[@]}" skip_completed=true results_csv=experiments/results/${TASK}_adapt.csv \
+  hydra.sweep.dir=outputs/${TASK}_adapt_parts_prune
 fi
 
 if [[ $STEPS == *adapt_bench* ]]; then
