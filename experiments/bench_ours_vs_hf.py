@@ -2,7 +2,8 @@
 batch: each dev batch goes through both models back to back (order alternating), so machine drift, which
 moves whole benchmark runs by 10-20% on a shared VM, hits both alike. No Lightning loop: the forwards only.
 
-    .venv/bin/python experiments/bench_ours_vs_hf.py --ckpt outputs/sst2_eat_seed42/checkpoints/best.ckpt --batch-size 32
+    .venv/bin/python experiments/bench_ours_vs_hf.py --ckpt outputs/sst2_eat_seed42/checkpoints/best.ckpt \
+        --batch-size 32
 """
 from __future__ import annotations
 
