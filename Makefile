@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 GLUE    ?= ../shared/data/glue
 
-.PHONY: install test run demo ablation frontier report sst2 mnli qqp training-cost long-sequences clean
+.PHONY: install test run demo ablation sst2-combos frontier report sst2 mnli qqp training-cost long-sequences clean
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -45,6 +45,15 @@ RESULTS ?= outputs/results.csv
 # Training sweep over the 8 mechanisms (Hydra multirun; jobs run one after another so timings are clean).
 ablation: install
 	$(PY) train.py -m task=$(TASK) mechanism=$(MECHANISMS) data.dir=$(GLUE) results_csv=$(RESULTS) $(ARGS)
+
+# Each SST-2 combination trained on its own (seed $(SEED), full train, 1 epoch): a Hydra multirun, two jobs
+# at a time with one thread each (~50-70 min per job on 2 cores). skip_completed=true: a rerun after a kill
+# trains only the jobs that have no rows yet. Accuracies are per thread count; the CSV records it.
+COMBOS ?= sparse+exit,prune,exit,prune+sparse,sparse,prune+exit
+sst2-combos: install
+	$(PY) train.py -m hydra/launcher=local_parallel threads=1 skip_completed=true task=sst2 model=minilm_l6 \
+	  mechanism=$(COMBOS) seed=$(SEED) data.dir=$(GLUE) trainer.enable_progress_bar=false "eval_batch_sizes=[1,32]" \
+	  results_csv=experiments/results/sst2_combos_cpu.csv hydra.sweep.dir=outputs/sst2_combos_cpu_seed$(SEED)
 
 # Exit-threshold frontier on one trained checkpoint, no retraining: make frontier CKPT=path/to/best.ckpt
 frontier: install
