@@ -125,6 +125,11 @@ class ExitConfig:
     final_loss_weight: float = 1.0  # extra factor for the final head: joint training taxes the last layer
     # Reference behaviour (mode=mask): only one exit head, and exit only if *every* row is confident.
     reference_layer: int = 4
+    # Temperature scaling before evaluating (eat/calibration.py): one temperature per exit head, fitted on the
+    # first `calibration_examples` labelled rows of this split, so a threshold means the same confidence at
+    # every layer. None: the checkpoint's temperatures (1 unless calibrated before).
+    calibration_split: Optional[str] = None
+    calibration_examples: int = 2000
 
     def __post_init__(self) -> None:
         _choice("mechanism.exit.criterion", self.criterion, ("confidence", "entropy", "patience"))
@@ -138,6 +143,11 @@ class ExitConfig:
                    "normalised-entropy threshold must be in [0, 1]")
         _check(self.patience >= 1, "mechanism.exit.patience", self.patience, "must be >= 1")
         _check(self.final_loss_weight > 0, "mechanism.exit.final_loss_weight", self.final_loss_weight, "must be > 0")
+        _check(self.calibration_examples >= 1, "mechanism.exit.calibration_examples", self.calibration_examples,
+               "must be >= 1")
+        if self.calibration_split is not None:
+            _check(self.criterion != "patience", "mechanism.exit.calibration_split", self.calibration_split,
+                   "temperatures change nothing under criterion=patience (it reads predictions, not probabilities)")
         if self.layers is not None:
             _check(all(i >= 1 for i in self.layers), "mechanism.exit.layers", self.layers, "layers are 1-based")
 
@@ -263,6 +273,11 @@ class RunConfig:
         if self.peer is not None:
             _choice("peer", self.peer, ("hf_static",))
             _check(self.mechanism.name == "none", "peer", self.peer, "peers run the static model: use mechanism=none")
+        ex = self.mechanism.exit
+        if ex is not None and ex.calibration_split is not None:
+            from eat.data.tasks import TASKS
+
+            _choice("mechanism.exit.calibration_split", ex.calibration_split, TASKS[self.task.name].splits)
         if not self.train and not self.ckpt_path and self.model.pretrained is None:
             raise ConfigError("ckpt_path is required to evaluate a randomly initialised model (train=false)")
 

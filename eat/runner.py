@@ -128,6 +128,13 @@ def run(cfg: DictConfig) -> List[Dict]:
             from eat.peers import HFStatic
 
             module.encoder = HFStatic(module.encoder)
+        ex = rc.mechanism.exit
+        if ex is not None and ex.calibration_split is not None:
+            from eat.calibration import calibrate_exits
+
+            fitted = calibrate_exits(module.encoder, dm.head_dataloader(ex.calibration_split, ex.calibration_examples))
+            print(f"[eat] exit temperatures fitted on the first {ex.calibration_examples} rows of "
+                  f"{ex.calibration_split}: " + " ".join(f"L{k}={t:.3f}" for k, t in fitted.items()))
         rows = evaluate(cfg, rc, module, dm, loggers, callbacks, chash, ckpt)
     finally:
         finish_wandb(loggers)
@@ -143,6 +150,8 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     num_layers = module.encoder.c.num_layers
     mech = OmegaConf.to_container(cfg.mechanism, resolve=True)
+    if rc.mechanism.exit is not None and rc.mechanism.exit.calibration_split is not None:  # record what was fitted
+        mech["exit"]["temperatures"] = [round(t, 4) for t in module.encoder.mechanisms["exit"].temperature.tolist()]
     all_rows = []
     module.eval()
     for bs in rc.eval_batch_sizes:

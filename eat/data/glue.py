@@ -135,6 +135,14 @@ class GLUEDataModule(pl.LightningDataModule):
         return [DataLoader(self.splits[s], batch_size=batch_size, shuffle=False, collate_fn=self._collate(),
                            num_workers=self.cfg.num_workers) for s in self.eval_split_names]
 
+    def head_dataloader(self, split: str, n: int) -> DataLoader:
+        """The first `n` rows of `split` in file order (exit calibration); the split is read on first use."""
+        if split not in self.splits:
+            self.splits[split] = self.tokenize(split, self.read(split))
+        ds = self.splits[split]
+        head = TokenizedSplit(split, ds.features[:n])
+        return DataLoader(head, batch_size=self.cfg.batch_size, shuffle=False, collate_fn=self._collate())
+
     def val_dataloader(self) -> List[DataLoader]:
         return self._eval_loaders(self.cfg.batch_size)
 

@@ -54,8 +54,9 @@ class EarlyExit(Mechanism):
             self.active = ref
         self.heads = nn.ModuleDict({str(i): nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_labels))
                                     for i in layers})
-        # Per-head temperature for calibrated confidences (fitted on validation data; 1 = uncalibrated).
+        # Per-head temperature for calibrated confidences (eat/calibration.py fits it; 1 = uncalibrated).
         self.register_buffer("temperature", torch.ones(len(layers)))
+        self.collect_all = False  # calibration: no row exits, every head's logits are kept (as in training)
         self.threshold = cfg.threshold  # inference-time settings: eval.py may change them
         self.patience = cfg.patience
 
@@ -91,7 +92,7 @@ class EarlyExit(Mechanism):
             return state
         logits = self.head_logits(layer, state)  # (B', C)
         state.out.flops[state.rows] += 2.0 * logits.shape[-1] * state.hidden.shape[-1]
-        if self.training:
+        if self.training or self.collect_all:
             state.out.head_logits.append(logits)
             return state
         exit_now = self.sure(logits, state)

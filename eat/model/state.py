@@ -21,7 +21,7 @@ class Outputs:
     tokens_kept: Tensor  # (B, num_layers) real tokens still in flight after each layer (0 after exit)
     flops: Tensor  # (B,) float64, FLOPs executed for the row (its share of the shapes that ran)
     static_flops: Tensor  # (B,) float64, FLOPs the static model spends on the same batch
-    # Training only: logits of every exit head for every row (no row exits while training).
+    # Training and calibration only: logits of every active exit head for every row (no row exits then).
     head_logits: List[Tensor] = field(default_factory=list)
 
     @property
