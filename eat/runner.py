@@ -124,21 +124,26 @@ def run(cfg: DictConfig) -> List[Dict]:
             if rc.ckpt_path:
                 load_checkpoint_weights(module, rc.ckpt_path)
             ckpt = rc.ckpt_path
-        if rc.peer == "hf_static":
-            from eat.peers import HFStatic
-
-            module.encoder = HFStatic(module.encoder)
-        ex = rc.mechanism.exit
-        if ex is not None and ex.calibration_split is not None:
-            from eat.calibration import calibrate_exits
-
-            fitted = calibrate_exits(module.encoder, dm.head_dataloader(ex.calibration_split, ex.calibration_examples))
-            print(f"[eat] exit temperatures fitted on the first {ex.calibration_examples} rows of "
-                  f"{ex.calibration_split}: " + " ".join(f"L{k}={t:.3f}" for k, t in fitted.items()))
+        prepare_for_eval(rc, module, dm)
         rows = evaluate(cfg, rc, module, dm, loggers, callbacks, chash, ckpt)
     finally:
         finish_wandb(loggers)
     return rows
+
+
+def prepare_for_eval(rc: RunConfig, module: EATModule, dm: GLUEDataModule) -> None:
+    """After the weights are in: swap in the HF peer, or fit the exit temperatures, as the config asks."""
+    if rc.peer == "hf_static":
+        from eat.peers import HFStatic
+
+        module.encoder = HFStatic(module.encoder)
+    ex = rc.mechanism.exit
+    if ex is not None and ex.calibration_split is not None:
+        from eat.calibration import calibrate_exits
+
+        fitted = calibrate_exits(module.encoder, dm.head_dataloader(ex.calibration_split, ex.calibration_examples))
+        print(f"[eat] exit temperatures fitted on the first {ex.calibration_examples} rows of "
+              f"{ex.calibration_split}: " + " ".join(f"L{k}={t:.3f}" for k, t in fitted.items()))
 
 
 def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModule, loggers, callbacks,
