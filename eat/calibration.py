@@ -8,7 +8,7 @@ are sure enough to leave.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +34,8 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 200) -> floa
 
 
 @torch.no_grad()
-def exit_head_logits(encoder: Encoder, batches) -> Dict[int, Tensor]:
-    """{layer index: (N, C) logits of its exit head, uncalibrated} and {-1: (N,) labels}, exits switched off."""
+def exit_head_logits(encoder: Encoder, batches) -> Tuple[Dict[int, Tensor], Tensor]:
+    """({layer index: (N, C) logits of its exit head, uncalibrated}, (N,) labels), with the exits switched off."""
     exit_ = encoder.mechanisms["exit"]
     saved_t, was_training = exit_.temperature.clone(), encoder.training
     exit_.temperature.fill_(1.0)
@@ -55,14 +55,13 @@ def exit_head_logits(encoder: Encoder, batches) -> Dict[int, Tensor]:
         exit_.collect_all = False
         exit_.temperature.copy_(saved_t)
         encoder.train(was_training)
-    return {**{layer: torch.cat(z) for layer, z in per_head.items()}, -1: torch.cat(labels)}
+    return {layer: torch.cat(z) for layer, z in per_head.items()}, torch.cat(labels)
 
 
 def calibrate_exits(encoder: Encoder, batches) -> Dict[int, float]:
     """Fit and set the temperature of every active exit head; returns {layer (1-based): T}."""
     exit_ = encoder.mechanisms["exit"]
-    logits = exit_head_logits(encoder, batches)
-    labels = logits.pop(-1)
+    logits, labels = exit_head_logits(encoder, batches)
     fitted = {}
     for layer, z in logits.items():
         t = fit_temperature(z, labels)

@@ -30,7 +30,7 @@ def test_exits_use_the_fitted_temperatures():
         torch.nn.init.normal_(head[1].weight, std=1.0)
     batches = [dict(zip(("input_ids", "attention_mask"), batch(B=8, seed=s))) for s in range(6)]
     # Labels the heads can partly predict: layer 3's own predictions, every fourth one changed.
-    raw = exit_head_logits(enc, [{**b, "labels": torch.zeros(8, dtype=torch.long)} for b in batches])
+    raw, _ = exit_head_logits(enc, [{**b, "labels": torch.zeros(8, dtype=torch.long)} for b in batches])
     labels = raw[2].argmax(-1)
     labels[::4] = (labels[::4] + 1) % 3
     for i, b in enumerate(batches):
@@ -43,7 +43,7 @@ def test_exits_use_the_fitted_temperatures():
     assert exit_.temperature.tolist() == pytest.approx([fitted[i + 1] for i in exit_.layers])
 
     # Each row leaves at the first layer whose calibrated confidence reaches the threshold.
-    raw = exit_head_logits(enc, batches)  # uncalibrated, whatever the buffers hold
+    raw, _ = exit_head_logits(enc, batches)  # uncalibrated, whatever the buffers hold
     want = torch.full((48,), enc.c.num_layers)
     for layer in reversed(exit_.active):
         conf = (raw[layer] / fitted[layer + 1]).softmax(-1).max(-1).values
