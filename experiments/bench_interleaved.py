@@ -61,11 +61,13 @@ def main(argv=None) -> int:
     if len(a.config) < 2:
         p.error("give at least two --config: a baseline and one to compare")
     from eat.config import register_configs
+    from eat.errors import exit_on_user_error
 
     register_configs()
     models, dm = {}, None
-    for label, *overrides in a.config:
-        models[label], dm = build(overrides, a)
+    with exit_on_user_error():  # a bad override or checkpoint: one clear line, exit 2, nothing written
+        for label, *overrides in a.config:
+            models[label], dm = build(overrides, a)
     loader = dm._eval_loaders(a.batch_size)[0]
     batches = [b for i, b in enumerate(loader) if a.batches is None or i < a.batches]
     names = list(models)
