@@ -68,6 +68,8 @@ report: install
 	$(PY) experiments/plot_long_sequences.py experiments/results/long_sequences.csv experiments/report/long_sequences
 	$(PY) experiments/plot_long_sequences.py experiments/results/long_sequences_cuda.csv experiments/report/long_sequences_cuda
 	$(PY) experiments/bench_training_cost.py --render experiments/results/training_cost.csv experiments/bench_training_cost.md
+	$(PY) experiments/table_trained_combos.py --cpu experiments/results/sst2_combos_cpu.csv --static experiments/results/sst2.csv \
+	  --gpu experiments/results/sst2_combos_cuda.csv --out experiments/report/sst2_combos_cpu/trained_combos.md
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
 SEED ?= 42

@@ -61,3 +61,29 @@ def test_interleaved_benchmark_times_every_configuration_on_the_same_batches(tmp
     assert stats["hf"] == stats["exit never"] == stats["static"]  # same weights, same 24 examples
     assert layers["static"] == layers["exit never"] == "4.00"  # model=tiny has 4 layers; nobody left early
     assert "speed-up 1.000x" in text.splitlines()[2]  # the baseline against itself
+
+
+def test_trained_combinations_table_compares_each_cpu_row_with_the_static_run_and_the_gpu_row(tmp_path, capsys):
+    def write(path, rows):
+        cols = ["mechanism", "mode", "seed", "batch_size", "accuracy", "avg_exit_layer", "avg_token_retention",
+                "flops_reduction"]
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            w.writerows(rows)
+
+    write(tmp_path / "static.csv", [["none", "compute", 42, 1, 0.5, 6, 1, 1], ["none", "compute", 42, 32, 0.8, 6, 1, 1],
+                                    ["none", "compute", 43, 32, 0.1, 6, 1, 1]])
+    write(tmp_path / "cpu.csv", [["exit", "compute", 42, 32, 0.79, 2.5, 1, 2.0],
+                                 ["exit", "mask", 42, 32, 0.2, 6, 1, 1]])
+    write(tmp_path / "gpu.csv", [["exit", "compute", 42, 32, 0.81, 2.4, 1, 2.1]])
+    args = ["--cpu", str(tmp_path / "cpu.csv"), "--static", str(tmp_path / "static.csv"),
+            "--gpu", str(tmp_path / "gpu.csv"), "--out", str(tmp_path / "t.md")]
+    assert load("table_trained_combos").main(args) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in (tmp_path / "t.md").read_text().splitlines()}
+    assert "Δ vs static 80.00" in rows["trained and evaluated with"]
+    assert rows["exit"] == "| exit | 79.00 | -1.00 | 2.50 | 1.000 | 2.00x | 81.00 |"  # the mode=mask row is ignored
+    assert rows["sparse"].startswith("| sparse | (not run) |")
+    # no static row for the seed: one clear line on stderr, exit code 2
+    assert load("table_trained_combos").main(args[:6] + ["--seed", "7"]) == 2
+    assert "no mechanism=none" in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""RESULTS 2f: each SST-2 mechanism combination trained on its own, CPU against GPU, as one markdown table.
+
+    python experiments/table_trained_combos.py --cpu experiments/results/sst2_combos_cpu.csv \
+        --static experiments/results/sst2.csv --gpu experiments/results/sst2_combos_cuda.csv --out table.md
+
+The static model of the CPU column is the seed's `mechanism=none` row of `--static` (section 1's run; the
+combinations multirun does not retrain it). All values are the batch-size-32 rows; accuracy, exit layer and
+retention do not depend on the batch size (tested), FLOPs reduction does (padding).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+import pandas as pd
+
+COMBOS = ["none", "prune", "sparse", "exit", "prune+sparse", "prune+exit", "sparse+exit", "prune+sparse+exit"]
+
+
+def bs32(path: str, seed: int) -> pd.DataFrame:
+    """One row per mechanism: the last bs=32, mode=compute row of `seed` in the results file."""
+    df = pd.read_csv(path)
+    df = df[(df["batch_size"] == 32) & (df["mode"] == "compute") & (df["seed"] == seed)]
+    return df.drop_duplicates("mechanism", keep="last").set_index("mechanism")
+
+
+def table(cpu: pd.DataFrame, static: pd.Series, gpu: pd.DataFrame) -> str:
+    base = 100 * static["accuracy"]
+    header = (f"| trained and evaluated with | dev acc (CPU) | Δ vs static {base:.2f} | avg exit layer "
+              "| token retention | FLOPs reduction (bs=32) | trained on the GPU (9c) |")
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    for mech in COMBOS:
+        gpu_acc = f"{100 * gpu.loc[mech, 'accuracy']:.2f}" if mech in gpu.index else "–"
+        if mech == "none":
+            r, label, delta = static, "none (static, section 1)", "–"
+        elif mech in cpu.index:
+            r, label = cpu.loc[mech], mech
+            delta = f"{100 * r['accuracy'] - base:+.2f}"
+        else:
+            lines.append(f"| {mech} | (not run) | | | | | {gpu_acc} |")
+            continue
+        lines.append(f"| {label} | {100 * r['accuracy']:.2f} | {delta} | {r['avg_exit_layer']:.2f} "
+                     f"| {r['avg_token_retention']:.3f} | {r['flops_reduction']:.2f}x | {gpu_acc} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cpu", required=True, help="results CSV of the CPU-trained combinations")
+    p.add_argument("--static", required=True, help="results CSV holding the static (mechanism=none) run")
+    p.add_argument("--gpu", required=True, help="results CSV of the GPU-trained combinations")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", help="write the table here as well as to stdout")
+    a = p.parse_args(argv)
+    static = bs32(a.static, a.seed)
+    if "none" not in static.index:
+        print(f"error: {a.static} has no mechanism=none, mode=compute, batch_size=32 row for seed {a.seed}",
+              file=sys.stderr)
+        return 2
+    text = table(bs32(a.cpu, a.seed), static.loc["none"], bs32(a.gpu, a.seed))
+    print(text, end="")
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
