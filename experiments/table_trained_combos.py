@@ -10,6 +10,7 @@ retention do not depend on the batch size (tested), FLOPs reduction does (paddin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -18,9 +19,18 @@ import pandas as pd
 COMBOS = ["none", "prune", "sparse", "exit", "prune+sparse", "prune+exit", "sparse+exit", "prune+sparse+exit"]
 
 
+NEEDED = ["mechanism", "mode", "seed", "batch_size", "accuracy", "avg_exit_layer", "avg_token_retention",
+          "flops_reduction"]
+
+
 def bs32(path: str, seed: int) -> pd.DataFrame:
     """One row per mechanism: the last bs=32, mode=compute row of `seed` in the results file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such results file")
     df = pd.read_csv(path)
+    missing = [c for c in NEEDED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing} (a results CSV written by train.py / eval.py has them)")
     df = df[(df["batch_size"] == 32) & (df["mode"] == "compute") & (df["seed"] == seed)]
     return df.drop_duplicates("mechanism", keep="last").set_index("mechanism")
 
@@ -53,12 +63,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", help="write the table here as well as to stdout")
     a = p.parse_args(argv)
-    static = bs32(a.static, a.seed)
-    if "none" not in static.index:
-        print(f"error: {a.static} has no mechanism=none, mode=compute, batch_size=32 row for seed {a.seed}",
-              file=sys.stderr)
+    try:
+        static, cpu, gpu = (bs32(path, a.seed) for path in (a.static, a.cpu, a.gpu))
+        if "none" not in static.index:
+            raise ValueError(f"{a.static} has no mechanism=none, mode=compute, batch_size=32 row for seed {a.seed}")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    text = table(bs32(a.cpu, a.seed), static.loc["none"], bs32(a.gpu, a.seed))
+    text = table(cpu, static.loc["none"], gpu)
     print(text, end="")
     if a.out:
         with open(a.out, "w") as f:

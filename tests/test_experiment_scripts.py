@@ -87,3 +87,11 @@ def test_trained_combinations_table_compares_each_cpu_row_with_the_static_run_an
     # no static row for the seed: one clear line on stderr, exit code 2
     assert load("table_trained_combos").main(args[:6] + ["--seed", "7"]) == 2
     assert "no mechanism=none" in capsys.readouterr().err
+    # a missing file or a CSV without the results columns: named, exit code 2, no table written
+    (tmp_path / "t.md").unlink()
+    assert load("table_trained_combos").main(args[:2] + ["--static", str(tmp_path / "nope.csv")] + args[4:]) == 2
+    assert "nope.csv: no such results file" in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text("mechanism,seed\nnone,42\n")
+    assert load("table_trained_combos").main(args[:4] + ["--gpu", str(tmp_path / "bad.csv")] + args[6:]) == 2
+    assert "bad.csv: missing columns ['mode'," in capsys.readouterr().err
+    assert not (tmp_path / "t.md").exists()
