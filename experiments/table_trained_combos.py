@@ -17,8 +17,7 @@ from typing import List, Optional
 import pandas as pd
 
 COMBOS = ["none", "prune", "sparse", "exit", "prune+sparse", "prune+exit", "sparse+exit", "prune+sparse+exit"]
-
-
+# Results columns the table reads (a results CSV written by train.py / eval.py has them all).
 NEEDED = ["mechanism", "mode", "seed", "batch_size", "accuracy", "avg_exit_layer", "avg_token_retention",
           "flops_reduction"]
 
