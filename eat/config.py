@@ -183,9 +183,16 @@ class DataConfig:
     group_by_length: bool = False
     max_train_samples: Optional[int] = None
     max_eval_samples: Optional[int] = None
+    # The `selection` split: this many labelled rows carved from the training data (after split_files and
+    # split_slices) and held out of training, so operating points (thresholds, keep ratios) are chosen on data
+    # the model never saw and never on the dev set they are reported on. The rows are a fixed random sample
+    # (selection_seed, not the run's seed): every seed of a study shares one selection split. 0 turns it off.
+    selection_examples: int = 2000
+    selection_seed: int = 20251014
 
     def __post_init__(self) -> None:
         _choice("data.source", self.source, ("auto", "hub", "tsv", "parquet"))
+        _check(self.selection_examples >= 0, "data.selection_examples", self.selection_examples, "must be >= 0")
         _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "must be >= 1")
         _check(self.num_workers >= 0, "data.num_workers", self.num_workers, "must be >= 0")
         for key in ("max_train_samples", "max_eval_samples"):

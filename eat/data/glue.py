@@ -9,8 +9,35 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from eat.config import DataConfig, TaskConfig
-from eat.data.sources import Columns, load_split, slice_columns
+from eat.data.sources import Columns, DataError, load_split, slice_columns
 from eat.data.tasks import TASKS, TaskSpec
+
+
+SELECTION = "selection"  # the held-out split that operating points are chosen on (DataConfig.selection_examples)
+
+
+def split_selection(train: Columns, n: int, seed: int, where: str) -> Dict[str, Columns]:
+    """Carve `n` rows out of the training columns: {"train": the rest, "selection": the n rows}.
+
+    The rows are drawn with their own seed, so the split depends only on the training file, `n` and `seed`.
+    Both parts keep file order and the file's row numbers in `idx`, so disjointness can be checked by idx.
+    """
+    total = len(train["label"])
+    if n == 0:
+        return {"train": train, SELECTION: {k: [] for k in train}}
+    if n >= total:
+        raise DataError(f"data.selection_examples={n} is not valid for {where}: the training data has only "
+                        f"{total} rows (use a smaller value, or 0 to turn the selection split off)")
+    rows = list(range(total))
+    random.Random(seed).shuffle(rows)
+    chosen = set(rows[:n])
+    # Training files repeat some texts (SST-2 has 366 duplicate lines): a training row whose text is also a
+    # selection row's is dropped too, so the model has never seen any selection text.
+    texts = list(zip(*(train[k] for k in ("text_a", "text_b") if k in train)))
+    held = {texts[i] for i in chosen}
+    train_rows = [i for i in range(total) if i not in chosen and texts[i] not in held]
+    take = lambda idx: {k: [v[i] for i in idx] for k, v in train.items()}  # noqa: E731
+    return {"train": take(train_rows), SELECTION: take(sorted(chosen))}
 
 
 class TokenizedSplit(Dataset):
@@ -91,11 +118,19 @@ class GLUEDataModule(pl.LightningDataModule):
             source = "tsv" if root else "hub"
         return source, root
 
-    def read(self, split: str) -> Columns:
+    def _read_raw(self, split: str) -> Columns:
         source, root = self._source()
         cols = load_split(self.spec, split, source, root, self.cfg.hub_path, self.cfg.split_files.get(split))
         if split in self.cfg.split_slices:
             cols = slice_columns(cols, self.cfg.split_slices[split])
+        return cols
+
+    def read(self, split: str) -> Columns:
+        if split in ("train", SELECTION):
+            cols = split_selection(self._read_raw("train"), self.cfg.selection_examples, self.cfg.selection_seed,
+                                   where=f"task {self.spec.name}")[split]
+        else:
+            cols = self._read_raw(split)
         limit = self.cfg.max_train_samples if split == "train" else self.cfg.max_eval_samples
         if limit is not None:
             cols = {k: v[:limit] for k, v in cols.items()}

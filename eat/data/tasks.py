@@ -22,7 +22,8 @@ class TaskSpec:
 
     @property
     def splits(self) -> Tuple[str, ...]:
-        return tuple(self.split_files)
+        # `selection` is carved from the training data (eat.data.glue.split_selection), not read from a file.
+        return (*self.split_files, "selection")
 
     @property
     def eval_splits(self) -> Tuple[str, ...]:
