@@ -66,9 +66,14 @@ class ModelConfig:
     intermediate_size: int = 1536
     max_position_embeddings: int = 512
     dropout: float = 0.1
+    # Keep only the first k layers of the backbone (the pretrained weights of the rest are dropped): the
+    # smaller static model at matched cost (peer=truncated). None: every layer.
+    keep_layers: Optional[int] = None
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("bert", "distilbert", "roberta"))
+        _check(self.keep_layers is None or self.keep_layers >= 1, "model.keep_layers", self.keep_layers,
+               "must be >= 1 or null")
         _check(self.hidden_size % self.num_heads == 0, "model.hidden_size", self.hidden_size,
                f"must be divisible by model.num_heads={self.num_heads}")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
@@ -167,6 +172,27 @@ class MechanismConfig:
         _choice("mechanism.mode", self.mode, ("compute", "mask"))
 
 
+# --------------------------------------------------------------------------------------------- runtime
+PEERS = ("hf_static", "hf_int8", "ort_fp32", "ort_int8", "truncated")
+RUNTIMES = ("eager", "int8", "ort", "ort_int8")
+FUSED_RUNTIMES = ("ort", "ort_int8")  # each layer is one ONNX Runtime graph: no Python inside a layer
+
+
+@dataclass
+class RuntimeConfig:
+    """How the evaluated encoder executes (eat/runtimes.py); training always runs eager fp32.
+    eager: fp32 PyTorch. int8: torch dynamic INT8 on every nn.Linear (layers, final and exit heads).
+    ort / ort_int8: each layer body one ONNX Runtime session (fp32 / ORT dynamic INT8 weights), dynamic batch
+    and length; embeddings, heads and the mechanisms stay in PyTorch and act between layers."""
+
+    name: str = "eager"
+    opset: int = 17  # ONNX opset of the exported layer graphs
+
+    def __post_init__(self) -> None:
+        _choice("runtime.name", self.name, RUNTIMES)
+        _check(self.opset >= 14, "runtime.opset", self.opset, "must be >= 14 (scaled_dot_product_attention export)")
+
+
 # --------------------------------------------------------------------------------------------- data
 @dataclass
 class DataConfig:
@@ -259,6 +285,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     logger: Dict[str, Any] = field(default_factory=dict)  # name -> instantiable Lightning logger node
     callbacks: Dict[str, Any] = field(default_factory=dict)  # name -> instantiable Lightning callback node
     seed: int = 42
@@ -269,7 +296,11 @@ class RunConfig:
     results_csv: str = "outputs/results.csv"
     eval_batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
     threads: Optional[int] = None  # torch.set_num_threads; None keeps torch's default
-    peer: Optional[str] = None  # hf_static: evaluate HF AutoModelForSequenceClassification with the same weights
+    # The static model a user would deploy instead, from the same weights (eat/peers.py): hf_static (HF
+    # AutoModelForSequenceClassification, fp32), hf_int8 (the same + torch dynamic INT8), ort_fp32 / ort_int8
+    # (ONNX export in ONNX Runtime, fp32 / ORT dynamic INT8), truncated (our static model of a checkpoint
+    # trained with model.keep_layers=k: the smaller static model at matched cost).
+    peer: Optional[str] = None
     skip_completed: bool = False  # skip the job if results_csv already has rows with this config_hash
     output_dir: str = "outputs/run"  # set to Hydra's run dir by the configs
 
@@ -278,8 +309,26 @@ class RunConfig:
                "eval_batch_sizes", self.eval_batch_sizes, "must be a non-empty list of sizes >= 1")
         _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1 or null")
         if self.peer is not None:
-            _choice("peer", self.peer, ("hf_static",))
+            _choice("peer", self.peer, PEERS)
             _check(self.mechanism.name == "none", "peer", self.peer, "peers run the static model: use mechanism=none")
+            _check(self.runtime.name == "eager" or self.peer == "truncated", "runtime.name", self.runtime.name,
+                   f"peer={self.peer} brings its own runtime: leave runtime=eager")
+            _check(self.peer != "truncated" or self.model.keep_layers is not None, "peer", self.peer,
+                   "evaluates a checkpoint trained with model.keep_layers=K: set model.keep_layers=K")
+        rt = self.runtime.name
+        if rt != "eager" or self.peer in ("hf_int8", "ort_fp32", "ort_int8"):
+            _check(self.trainer.accelerator in ("auto", "cpu"), "trainer.accelerator", self.trainer.accelerator,
+                   f"runtime={rt} / peer={self.peer} run on the CPU only (dynamic INT8 and ONNX Runtime's CPU "
+                   f"provider): use trainer.accelerator=cpu")
+        sp = self.mechanism.sparse
+        if rt in FUSED_RUNTIMES and sp is not None and self.mechanism.mode == "compute" \
+                and sp.blocked_min_length <= self.task.max_length:
+            raise ConfigError(
+                f"runtime={rt} cannot run mechanism.sparse with mechanism.sparse.blocked_min_length="
+                f"{sp.blocked_min_length} <= task.max_length={self.task.max_length}: the O(L x window) blocked "
+                f"kernel is Python between matmuls and a fused ONNX layer can only apply an L x L mask (dense "
+                f"cost). Use runtime=int8 or runtime=eager, or raise mechanism.sparse.blocked_min_length above "
+                f"task.max_length")
         ex = self.mechanism.exit
         if ex is not None and ex.calibration_split is not None:
             from eat.data.tasks import TASKS

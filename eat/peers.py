@@ -1,7 +1,9 @@
-"""Peers measured in the same harness: the Hugging Face static model, from the same fine-tuned weights.
+"""Peers measured in the same harness: the static model a user would deploy, from the same fine-tuned weights.
 
 `HFStatic` builds `AutoModelForSequenceClassification` (sdpa attention) from the backbone's config and
 copies our trained weights into it, so `peer=hf_static` times exactly what a user would otherwise deploy.
+`peer=hf_int8` adds torch dynamic INT8; `peer=ort_fp32` / `ort_int8` export that HF model to ONNX Runtime.
+`peer=truncated` is our static model of a checkpoint trained with `model.keep_layers=k` (the first k layers).
 """
 from __future__ import annotations
 
@@ -50,12 +52,87 @@ class HFStatic(nn.Module):
         self.mechanisms = nn.ModuleDict()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Optional[Tensor] = None) -> Outputs:
-        B, L = input_ids.shape
         kw = {"token_type_ids": token_type_ids} if token_type_ids is not None and self.c.type_vocab_size else {}
         logits = self.hf(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
-        c, dev = self.c, input_ids.device
-        static = torch.full((B,), flops.static_flops_per_row(L, c.num_layers, c.hidden_size, c.intermediate_size,
-                                                              c.num_labels), dtype=torch.float64, device=dev)
-        n = attention_mask.sum(1)
-        return Outputs(logits=logits, exit_layer=torch.full((B,), c.num_layers, device=dev), tokens_in=n,
-                       tokens_kept=n[:, None].expand(B, c.num_layers).clone(), flops=static, static_flops=static.clone())
+        return static_outputs(self.c, logits, attention_mask)
+
+
+def static_outputs(c: EncoderConfig, logits: Tensor, attention_mask: Tensor) -> Outputs:
+    """The per-row bookkeeping of a static model: every row runs every layer on every token."""
+    B, L = attention_mask.shape
+    dev = logits.device
+    static = torch.full((B,), flops.static_flops_per_row(L, c.num_layers, c.hidden_size, c.intermediate_size,
+                                                          c.num_labels), dtype=torch.float64, device=dev)
+    n = attention_mask.sum(1)
+    return Outputs(logits=logits, exit_layer=torch.full((B,), c.num_layers, device=dev), tokens_in=n,
+                   tokens_kept=n[:, None].expand(B, c.num_layers).clone(), flops=static, static_flops=static.clone())
+
+
+class HFInt8(HFStatic):
+    """peer=hf_int8: the HF model with torch dynamic INT8 on every nn.Linear (the one line a user adds)."""
+
+    def __init__(self, ours: Encoder):
+        super().__init__(ours)
+        from eat.runtimes import quantize_int8
+
+        self.hf.eval()
+        quantize_int8(self.hf)
+
+
+class _HFLogits(nn.Module):
+    def __init__(self, hf: nn.Module, with_token_types: bool):
+        super().__init__()
+        self.hf, self.with_token_types = hf, with_token_types
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Optional[Tensor] = None) -> Tensor:
+        kw = {"token_type_ids": token_type_ids} if self.with_token_types else {}
+        return self.hf(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
+
+
+class OrtStatic(nn.Module):
+    """peer=ort_fp32 / ort_int8: the HF model exported to ONNX (`torch.onnx.export`, dynamic batch and length)
+    and run by ONNX Runtime's CPU provider; int8: ORT dynamic quantization (QInt8 weights). Threads as
+    torch's, spinning off (eat.runtimes.session_options)."""
+
+    def __init__(self, ours: Encoder, int8: bool, opset: int = 17):
+        super().__init__()
+        import tempfile
+
+        from eat.runtimes import ort_session, quiet_export
+
+        hf = HFStatic(ours).hf.eval()
+        self.c, self.mechanisms = ours.c, nn.ModuleDict()
+        self.with_tt = bool(ours.c.type_vocab_size)
+        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.with_tt else [])
+        ids = torch.full((2, 5), 5, dtype=torch.long)
+        args = (ids, torch.ones_like(ids)) + ((torch.zeros_like(ids),) if self.with_tt else ())
+        with tempfile.TemporaryDirectory(prefix="eat-ort-") as folder, quiet_export(), torch.no_grad():
+            path = f"{folder}/model.onnx"  # a temporary folder, never the repository
+            torch.onnx.export(_HFLogits(hf, self.with_tt), args, path, input_names=names, output_names=["logits"],
+                              dynamic_axes={**{n: {0: "b", 1: "l"} for n in names}, "logits": {0: "b"}},
+                              opset_version=opset, dynamo=False)
+            self.session = ort_session(path, int8)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Optional[Tensor] = None) -> Outputs:
+        feed = {"input_ids": input_ids.long().contiguous().numpy(),
+                "attention_mask": attention_mask.long().contiguous().numpy()}
+        if self.with_tt:
+            tt = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+            feed["token_type_ids"] = tt.long().contiguous().numpy()
+        (logits,) = self.session.run(None, feed)
+        return static_outputs(self.c, torch.from_numpy(logits), attention_mask)
+
+
+def build_peer(name: str, ours: Encoder, opset: int = 17) -> nn.Module:
+    """The peer module for `peer=name`, from our loaded encoder (truncated: our own static model as is)."""
+    if ours.mechanisms:
+        raise ValueError(f"peer={name} compares against the static model: use mechanism=none")
+    if name == "hf_static":
+        return HFStatic(ours)
+    if name == "hf_int8":
+        return HFInt8(ours)
+    if name in ("ort_fp32", "ort_int8"):
+        return OrtStatic(ours, int8=name == "ort_int8", opset=opset)
+    if name == "truncated":
+        return ours
+    raise ValueError(f"peer={name!r} is not a known peer")

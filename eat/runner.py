@@ -18,7 +18,7 @@ from eat.config import ConfigError, RunConfig, to_run_config
 from eat.data.glue import GLUEDataModule
 from eat.data.tasks import TASKS
 from eat.lit_module import PREDICTION_FIELDS, EATModule
-from eat.model.build import build_encoder, load_tokenizer
+from eat.model.build import build_encoder, keep_layers, load_tokenizer
 
 
 def set_env_defaults() -> None:
@@ -67,7 +67,7 @@ def check_against_model(rc: RunConfig) -> None:
                           num_labels=num_labels)
     else:
         c = encoder_config(resolve_checkpoint(m.pretrained), num_labels)
-    build_mechanisms(rc.mechanism, c)
+    build_mechanisms(rc.mechanism, keep_layers(c, m))
 
 
 def is_completed(rc: RunConfig, chash: str) -> bool:
@@ -132,11 +132,12 @@ def run(cfg: DictConfig) -> List[Dict]:
 
 
 def prepare_for_eval(rc: RunConfig, module: EATModule, dm: GLUEDataModule) -> None:
-    """After the weights are in: swap in the HF peer, or fit the exit temperatures, as the config asks."""
-    if rc.peer == "hf_static":
-        from eat.peers import HFStatic
+    """After the weights are in: swap in the peer, or fit the exit temperatures, then switch the encoder to
+    the runtime (eat/runtimes.py), as the config asks."""
+    if rc.peer is not None:
+        from eat.peers import build_peer
 
-        module.encoder = HFStatic(module.encoder)
+        module.encoder = build_peer(rc.peer, module.encoder.eval(), rc.runtime.opset)
     ex = rc.mechanism.exit
     if ex is not None and ex.calibration_split is not None:
         from eat.calibration import calibrate_exits
@@ -144,6 +145,10 @@ def prepare_for_eval(rc: RunConfig, module: EATModule, dm: GLUEDataModule) -> No
         fitted = calibrate_exits(module.encoder, dm.head_dataloader(ex.calibration_split, ex.calibration_examples))
         print(f"[eat] exit temperatures fitted on the first {ex.calibration_examples} rows of "
               f"{ex.calibration_split}: " + " ".join(f"L{k}={t:.3f}" for k, t in fitted.items()))
+    if rc.runtime.name != "eager":
+        from eat.runtimes import apply_runtime
+
+        apply_runtime(module.encoder, rc.runtime)
 
 
 def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModule, loggers, callbacks,

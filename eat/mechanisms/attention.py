@@ -8,7 +8,7 @@ All take q, k, v of shape (B, H, L, dh) and a key mask (B, L) of real tokens, an
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,19 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, need_received
     B, H, L, dh = q.shape
     ctx, received = _masked_attention(q, k, v, mask[:, None, None, :], mask, need_received, dropout_p)
     return ctx, received, 4.0 * H * L * L * dh
+
+
+class MaskedAttention:
+    """An attention function that equals dense attention under a mask `allowed()` (B, 1, Lq or 1, L) of
+    which keys each query may see. A runtime that runs a whole layer as one fused graph (ONNX Runtime,
+    eat/runtimes.py) cannot call a Python attention function inside it: it reads the mask instead and
+    applies it in the graph. The mask is built only when asked for, so the eager path pays nothing."""
+
+    def __init__(self, fn: AttentionFn, allowed: Callable[[], Tensor], query_mask: Tensor):
+        self.fn, self.allowed, self.query_mask = fn, allowed, query_mask  # query_mask (B, L): real queries
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, need_received: bool, dropout_p: float) -> Result:
+        return self.fn(q, k, v, need_received, dropout_p)
 
 
 def local_allowed(L: int, half: int, global_cls: bool, device=None) -> Tensor:
@@ -155,7 +168,11 @@ class SparseAttention(Mechanism):
         L, mask, half, g = state.length, state.mask, self.half, self.cfg.global_cls
         if L - 1 <= half and not self.masked_reference:
             return None  # the window sees everything: plain dense attention
+        allowed = lambda: local_allowed(L, half, g, mask.device)[None, None] & mask[:, None, None, :]  # noqa: E731
         if self.masked_reference or L < self.cfg.blocked_min_length:
-            return lambda q, k, v, need, p: masked_local_attention(q, k, v, mask, half, g, need, p)
+            return MaskedAttention(lambda q, k, v, need, p: masked_local_attention(q, k, v, mask, half, g, need, p),
+                                   allowed, mask)
+        # The blocked kernel has no L x L mask to hand over: fused runtimes refuse it at start-up
+        # (RunConfig checks mechanism.sparse.blocked_min_length against task.max_length).
         block = self.cfg.block_size
         return lambda q, k, v, need, p: blocked_local_attention(q, k, v, mask, half, g, block, need, p)

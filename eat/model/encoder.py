@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eat import flops
-from eat.mechanisms.attention import dense_attention
+from eat.mechanisms.attention import MaskedAttention, dense_attention
 from eat.mechanisms.base import Mechanism
 from eat.model.state import Outputs, State
 
@@ -147,7 +147,8 @@ class Encoder(nn.Module):
         for i, layer in enumerate(self.layers):
             live = state.mask  # (B', L') tokens in flight in this layer
             attend = next((a for m in mechanisms if (a := m.attention(i, state)) is not None), None) or \
-                (lambda q, k, v, need, p: dense_attention(q, k, v, live, need, p))
+                MaskedAttention(lambda q, k, v, need, p: dense_attention(q, k, v, live, need, p),
+                                lambda: live[:, None, None, :], live)
             need = any(m.wants_received_attention(i) for m in mechanisms)
             state.hidden, state.received, attn_flops = layer(state.hidden, attend, need)
             out.tokens_kept[state.rows, i] = state.mask.sum(1)

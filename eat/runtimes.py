@@ -1,0 +1,174 @@
+"""Runtimes for the evaluated encoder (`runtime=` config group), applied after the weights are loaded.
+
+- eager: fp32 PyTorch, the layer loop as trained.
+- int8: `torch.ao.quantization.quantize_dynamic` on every nn.Linear (layers, final head, exit heads).
+- ort / ort_int8: each layer body is exported on its own (`torch.onnx.export`, dynamic batch and length) and
+  run as one ONNX Runtime session (fp32, or with ORT dynamic INT8 weights). Embeddings, heads and the
+  mechanisms stay in PyTorch and act between layers, so rows still exit and tokens are still gathered.
+  A layer session takes the hidden states and the additive mask of the attention function the mechanisms
+  chose (`MaskedAttention.allowed`: dense, or the local window), and a second variant also returns the
+  attention each token received, for pruning with criterion=attention.
+
+Field notes section 8: ORT's intra-op threads spin after each run and slow down whatever runs next, so
+every session here has spinning off and as many threads as torch.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import warnings
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from eat.config import RuntimeConfig
+from eat.mechanisms.attention import MaskedAttention, additive_mask
+from eat.model.encoder import Encoder, Layer
+
+
+@contextlib.contextmanager
+def quiet_export():
+    """Silence the exporter's tracer warnings (the head size becomes a constant, as intended) and ORT
+    quantization's advice to pre-process (shape inference; it changes nothing for these graphs)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def session_options(threads: Optional[int] = None):
+    """ORT options for honest timing next to torch: as many intra-op threads as torch, no spinning."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return so
+
+
+def ort_session(path: str, int8: bool):
+    """An ORT CPU session of the ONNX file at `path`; `int8`: ORT dynamic quantization first (QInt8 weights,
+    activations quantized per call), written next to it."""
+    import onnxruntime as ort
+
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        q_path = path.replace(".onnx", ".int8.onnx")
+        quantize_dynamic(path, q_path, weight_type=QuantType.QInt8)
+        path = q_path
+    return ort.InferenceSession(path, sess_options=session_options(), providers=["CPUExecutionProvider"])
+
+
+class _LayerGraph(nn.Module):
+    """What one ORT layer session computes: the layer body with its attention as a masked dense softmax.
+    received=True also returns the attention each key received, summed over heads and real queries
+    (the same quantity as eat.mechanisms.attention, for pruning with criterion=attention)."""
+
+    def __init__(self, layer: Layer, received: bool):
+        super().__init__()
+        self.layer, self.received = layer, received
+
+    def forward(self, x: Tensor, bias: Tensor, query_mask: Optional[Tensor] = None):
+        def attend(q, k, v, need, p):
+            if not self.received:
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=bias), None, 0.0
+            probs = ((q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias).softmax(-1)  # (B, H, L, L)
+            return probs @ v, (probs * query_mask[:, None, :, None]).sum((1, 2)), 0.0
+
+        h, rec, _ = self.layer(x, attend, self.received)
+        return (h, rec) if self.received else h
+
+
+def export_layer(layer: Layer, path: str, received: bool, opset: int) -> None:
+    """Export one layer body with dynamic batch (b), length (l) and mask rows (q: 1 for a key mask, l for
+    an L x L mask such as the local window)."""
+    D = layer.q.in_features
+    x, bias = torch.randn(2, 5, D), torch.zeros(2, 1, 5, 5)
+    args, names = (x, bias), ["hidden", "bias"]
+    axes = {"hidden": {0: "b", 1: "l"}, "bias": {0: "b", 2: "q", 3: "l"}, "out": {0: "b", 1: "l"}}
+    outputs = ["out"]
+    if received:
+        args, names = (x, bias, torch.ones(2, 5)), names + ["query_mask"]
+        axes.update(query_mask={0: "b", 1: "l"}, received={0: "b", 1: "l"})
+        outputs.append("received")
+    graph = _LayerGraph(layer, received).eval()
+    with torch.no_grad():
+        torch.onnx.export(graph, args, path, input_names=names, output_names=outputs, dynamic_axes=axes,
+                          opset_version=opset, dynamo=False)
+
+
+class OrtLayer(nn.Module):
+    """Drop-in for `Layer` in the encoder's loop: the same call and results, the body run by ONNX Runtime.
+    Sessions for the received-attention variant exist only where a mechanism asks for it."""
+
+    def __init__(self, layer: Layer, folder: str, name: str, int8: bool, with_received: bool, opset: int):
+        super().__init__()
+        self.H, self.D = layer.H, layer.q.in_features
+        path = os.path.join(folder, f"{name}.onnx")
+        export_layer(layer, path, False, opset)
+        self.plain = ort_session(path, int8)
+        self.with_received = None
+        if with_received:
+            path = os.path.join(folder, f"{name}_received.onnx")
+            export_layer(layer, path, True, opset)
+            self.with_received = ort_session(path, int8)
+
+    def forward(self, x: Tensor, attend, need_received: bool):
+        if not isinstance(attend, MaskedAttention):
+            # RunConfig refuses the only unmasked attention function (the blocked local kernel) at start-up
+            raise RuntimeError("an ORT layer needs the attention as a mask (MaskedAttention); got "
+                               f"{type(attend).__name__}")
+        B, L, _ = x.shape
+        bias = additive_mask(attend.allowed(), torch.float32).contiguous()
+        feed = {"hidden": x.detach().float().contiguous().numpy(), "bias": bias.numpy()}
+        received = None
+        if need_received:
+            if self.with_received is None:
+                raise RuntimeError("received attention was asked for at a layer exported without it")
+            feed["query_mask"] = attend.query_mask.float().contiguous().numpy()
+            h, rec = self.with_received.run(None, feed)
+            received = torch.from_numpy(rec)
+        else:
+            (h,) = self.plain.run(None, feed)
+        # attention FLOPs as the eager kernels count them (dense and masked-local are both L x L)
+        return torch.from_numpy(h), received, 4.0 * self.H * L * L * (self.D // self.H)
+
+
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """torch dynamic INT8 on every nn.Linear, in place (weights INT8, activations quantized per call)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> Encoder:
+    """Switch a loaded encoder (in eval mode, weights final) to the runtime; returns it (changed in place)."""
+    encoder.eval()
+    if cfg.name == "eager":
+        return encoder
+    if cfg.name == "int8":
+        return quantize_int8(encoder)
+    mechanisms = list(encoder.mechanisms.values())
+    # exported into a temporary folder, never the repository: the sessions hold the graphs in memory
+    with tempfile.TemporaryDirectory(prefix="eat-ort-") as folder, quiet_export():
+        layers: List[nn.Module] = []
+        for i, layer in enumerate(encoder.layers):
+            need = any(m.wants_received_attention(i) for m in mechanisms)
+            layers.append(OrtLayer(layer, folder, f"layer{i}", cfg.name == "ort_int8", need, cfg.opset))
+    encoder.layers = nn.ModuleList(layers)
+    return encoder
