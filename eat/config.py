@@ -186,7 +186,11 @@ class RuntimeConfig:
     and length; embeddings, heads and the mechanisms stay in PyTorch and act between layers."""
 
     name: str = "eager"
-    opset: int = 17  # ONNX opset of the exported layer graphs
+    opset: int = 17  # ONNX opset of the exported graphs (runtime=ort*, peer=ort_*)
+    # INT8 weights (runtime=int8 / ort_int8, peer=hf_int8 / ort_int8): one scale per output channel, or one per
+    # tensor (false; torch's quantize_dynamic default). Per channel kept more predictions equal to fp32 on a
+    # brief MiniLM fine-tune (experiments/runtimes_tried.md). Activations are quantized per call either way.
+    per_channel: bool = True
 
     def __post_init__(self) -> None:
         _choice("runtime.name", self.name, RUNTIMES)

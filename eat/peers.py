@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from eat import flops
+from eat.config import RuntimeConfig
 from eat.model.encoder import Encoder, EncoderConfig
 from eat.model.hub import map_hf_state_dict
 from eat.model.state import Outputs
@@ -71,12 +72,12 @@ def static_outputs(c: EncoderConfig, logits: Tensor, attention_mask: Tensor) -> 
 class HFInt8(HFStatic):
     """peer=hf_int8: the HF model with torch dynamic INT8 on every nn.Linear (the one line a user adds)."""
 
-    def __init__(self, ours: Encoder):
+    def __init__(self, ours: Encoder, per_channel: bool = True):
         super().__init__(ours)
         from eat.runtimes import quantize_int8
 
         self.hf.eval()
-        quantize_int8(self.hf)
+        quantize_int8(self.hf, per_channel)
 
 
 class _HFLogits(nn.Module):
@@ -94,7 +95,7 @@ class OrtStatic(nn.Module):
     and run by ONNX Runtime's CPU provider; int8: ORT dynamic quantization (QInt8 weights). Threads as
     torch's, spinning off (eat.runtimes.session_options)."""
 
-    def __init__(self, ours: Encoder, int8: bool, opset: int = 17):
+    def __init__(self, ours: Encoder, int8: bool, opset: int = 17, per_channel: bool = True):
         super().__init__()
         import tempfile
 
@@ -111,7 +112,7 @@ class OrtStatic(nn.Module):
             torch.onnx.export(_HFLogits(hf, self.with_tt), args, path, input_names=names, output_names=["logits"],
                               dynamic_axes={**{n: {0: "b", 1: "l"} for n in names}, "logits": {0: "b"}},
                               opset_version=opset, dynamo=False)
-            self.session = ort_session(path, int8)
+            self.session = ort_session(path, int8, per_channel)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Optional[Tensor] = None) -> Outputs:
         feed = {"input_ids": input_ids.long().contiguous().numpy(),
@@ -123,16 +124,18 @@ class OrtStatic(nn.Module):
         return static_outputs(self.c, torch.from_numpy(logits), attention_mask)
 
 
-def build_peer(name: str, ours: Encoder, opset: int = 17) -> nn.Module:
-    """The peer module for `peer=name`, from our loaded encoder (truncated: our own static model as is)."""
+def build_peer(name: str, ours: Encoder, rt: Optional[RuntimeConfig] = None) -> nn.Module:
+    """The peer module for `peer=name`, from our loaded encoder (truncated: our own static model as is).
+    `rt`: the run's runtime settings that peers share with EAT's runtimes (INT8 weight scales, ONNX opset)."""
+    rt = rt or RuntimeConfig()
     if ours.mechanisms:
         raise ValueError(f"peer={name} compares against the static model: use mechanism=none")
     if name == "hf_static":
         peer = HFStatic(ours)
     elif name == "hf_int8":
-        peer = HFInt8(ours)
+        peer = HFInt8(ours, rt.per_channel)
     elif name in ("ort_fp32", "ort_int8"):
-        peer = OrtStatic(ours, int8=name == "ort_int8", opset=opset)
+        peer = OrtStatic(ours, int8=name == "ort_int8", opset=rt.opset, per_channel=rt.per_channel)
     elif name == "truncated":
         peer = ours
     else:

@@ -137,7 +137,7 @@ def prepare_for_eval(rc: RunConfig, module: EATModule, dm: GLUEDataModule) -> No
     if rc.peer is not None:
         from eat.peers import build_peer
 
-        module.encoder = build_peer(rc.peer, module.encoder.eval(), rc.runtime.opset)
+        module.encoder = build_peer(rc.peer, module.encoder.eval(), rc.runtime)
     ex = rc.mechanism.exit
     if ex is not None and ex.calibration_split is not None:
         from eat.calibration import calibrate_exits

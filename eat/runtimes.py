@@ -1,7 +1,8 @@
 """Runtimes for the evaluated encoder (`runtime=` config group), applied after the weights are loaded.
 
 - eager: fp32 PyTorch, the layer loop as trained.
-- int8: `torch.ao.quantization.quantize_dynamic` on every nn.Linear (layers, final head, exit heads).
+- int8: `torch.ao.quantization.quantize_dynamic` on every nn.Linear (layers, final head, exit heads), INT8
+  weights per output channel by default (`runtime.per_channel`; ORT INT8 likewise).
 - ort / ort_int8: each layer body is exported on its own (`torch.onnx.export`, dynamic batch and length) and
   run as one ONNX Runtime session (fp32, or with ORT dynamic INT8 weights). Embeddings, heads and the
   mechanisms stay in PyTorch and act between layers, so rows still exit and tokens are still gathered.
@@ -60,18 +61,16 @@ def session_options(threads: Optional[int] = None):
     return so
 
 
-def ort_session(path: str, int8: bool):
+def ort_session(path: str, int8: bool, per_channel: bool = True):
     """An ORT CPU session of the ONNX file at `path`; `int8`: ORT dynamic quantization first (QInt8 weights,
-    one scale per output channel; activations quantized per call), written next to it. Per-channel weights:
-    on a briefly fine-tuned MiniLM they kept 98.7% of SST-2 dev predictions equal to fp32, per-tensor 96.3%
-    (experiments/runtimes_tried.md)."""
+    one scale per output channel unless not `per_channel`; activations quantized per call), written next to it."""
     import onnxruntime as ort
 
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         q_path = path.replace(".onnx", ".int8.onnx")
-        quantize_dynamic(path, q_path, weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(path, q_path, weight_type=QuantType.QInt8, per_channel=per_channel)
         path = q_path
     return ort.InferenceSession(path, sess_options=session_options(), providers=["CPUExecutionProvider"])
 
@@ -118,17 +117,17 @@ class OrtLayer(nn.Module):
     """Drop-in for `Layer` in the encoder's loop: the same call and results, the body run by ONNX Runtime.
     Sessions for the received-attention variant exist only where a mechanism asks for it."""
 
-    def __init__(self, layer: Layer, folder: str, name: str, int8: bool, with_received: bool, opset: int):
+    def __init__(self, layer: Layer, folder: str, name: str, int8: bool, with_received: bool, cfg: RuntimeConfig):
         super().__init__()
         self.H, self.D = layer.H, layer.q.in_features
         path = os.path.join(folder, f"{name}.onnx")
-        export_layer(layer, path, False, opset)
-        self.plain = ort_session(path, int8)
+        export_layer(layer, path, False, cfg.opset)
+        self.plain = ort_session(path, int8, cfg.per_channel)
         self.with_received = None
         if with_received:
             path = os.path.join(folder, f"{name}_received.onnx")
-            export_layer(layer, path, True, opset)
-            self.with_received = ort_session(path, int8)
+            export_layer(layer, path, True, cfg.opset)
+            self.with_received = ort_session(path, int8, cfg.per_channel)
 
     def forward(self, x: Tensor, attend, need_received: bool):
         if not isinstance(attend, MaskedAttention):
@@ -151,11 +150,14 @@ class OrtLayer(nn.Module):
         return torch.from_numpy(h), received, 4.0 * self.H * L * L * (self.D // self.H)
 
 
-def quantize_int8(module: nn.Module) -> nn.Module:
-    """torch dynamic INT8 on every nn.Linear, in place (weights INT8, activations quantized per call)."""
-    from torch.ao.quantization import quantize_dynamic
+def quantize_int8(module: nn.Module, per_channel: bool = True) -> nn.Module:
+    """torch dynamic INT8 on every nn.Linear, in place (weights INT8 per output channel or per tensor,
+    activations quantized per call)."""
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
-    return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    with quiet_export():  # torch's deprecation notice for torch.ao quantization, once per Linear
+        return quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
 
 
 def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> Encoder:
@@ -164,13 +166,13 @@ def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> Encoder:
     if cfg.name == "eager":
         return encoder
     if cfg.name == "int8":
-        return quantize_int8(encoder)
+        return quantize_int8(encoder, cfg.per_channel)
     mechanisms = list(encoder.mechanisms.values())
     # exported into a temporary folder, never the repository: the sessions hold the graphs in memory
     with tempfile.TemporaryDirectory(prefix="eat-ort-") as folder, quiet_export():
         layers: List[nn.Module] = []
         for i, layer in enumerate(encoder.layers):
             need = any(m.wants_received_attention(i) for m in mechanisms)
-            layers.append(OrtLayer(layer, folder, f"layer{i}", cfg.name == "ort_int8", need, cfg.opset))
+            layers.append(OrtLayer(layer, folder, f"layer{i}", cfg.name == "ort_int8", need, cfg))
     encoder.layers = nn.ModuleList(layers)
     return encoder

@@ -29,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from eat.config import register_configs, to_run_config  # noqa: E402
-from eat.runner import build_module, prepare_for_eval  # noqa: E402
+from eat.runner import build_module, load_checkpoint_weights, prepare_for_eval  # noqa: E402
 from eat.model.build import load_tokenizer  # noqa: E402
 
 # label -> eval overrides (as the harness would pass them)
@@ -50,15 +50,19 @@ CONFIGS = {
 }
 
 
-def build(overrides, threads):
+def build(overrides, threads, ckpt=None):
+    """A configuration's encoder, ready to call, by eval.py's build path; `ckpt`: load these trained weights
+    (None: pretrained backbone and a random head)."""
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[*overrides, "ckpt_path=unused", f"threads={threads}",
+        cfg = compose(config_name="eval", overrides=[*overrides, f"ckpt_path={ckpt or 'unused'}", f"threads={threads}",
                                                      "output_dir=/tmp/eat-try-runtimes", "trainer.accelerator=cpu"])
     rc = to_run_config(cfg)
     tok = load_tokenizer(rc.model)
     torch.manual_seed(0)  # the same random head in every configuration
     module = build_module(rc, tok, ["validation"])
+    if ckpt:
+        load_checkpoint_weights(module, ckpt)
     module.eval()
     prepare_for_eval(rc, module, None)
     return module.encoder.eval(), tok
