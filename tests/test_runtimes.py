@@ -77,7 +77,8 @@ def test_fp32_ort_runtime_equals_eager_logits_exits_and_kept_tokens():
     with torch.no_grad():
         a, b = enc(ids, mask), ort(ids, mask)
     assert a.exit_layer.unique().numel() > 1, "the check needs rows exiting at different layers"
-    assert (a.tokens_kept[:, -1] < a.tokens_in).any() or (a.exit_layer < 4).all()
+    went_on = a.exit_layer > 1  # rows that did not exit after layer 1 were pruned there
+    assert (a.tokens_kept[went_on, 1] < a.tokens_in[went_on]).all(), "the check needs pruning to act"
     assert torch.allclose(a.logits, b.logits, atol=1e-4, rtol=0)
     assert torch.equal(a.exit_layer, b.exit_layer) and torch.equal(a.tokens_kept, b.tokens_kept)
     assert torch.allclose(a.flops, b.flops)
