@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eat import results
 from eat.callbacks.latency import LatencyCallback
-from eat.config import ConfigError, RunConfig, to_run_config
+from eat.config import ConfigError, RunConfig, apply_operating_point, to_run_config
 from eat.data.glue import GLUEDataModule
 from eat.data.tasks import TASKS
 from eat.lit_module import PREDICTION_FIELDS, EATModule
@@ -81,6 +81,7 @@ def is_completed(rc: RunConfig, chash: str) -> bool:
 
 def run(cfg: DictConfig) -> List[Dict]:
     set_env_defaults()
+    cfg = apply_operating_point(cfg)  # operating_point=FILE (eat.select) sets the whole mechanism block
     rc = to_run_config(cfg)  # every range check runs here, before any data or model is touched
     check_against_model(rc)  # mechanism layers vs the model's depth, still before any data
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -179,6 +180,7 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
                 **{k: v for k, v in latency.summary(i).items() if k in results.COLUMNS},
                 "mechanism_params": json.dumps({k: v for k, v in mech.items() if k != "name"}, sort_keys=True),
                 "ckpt_path": ckpt or "", "output_dir": rc.output_dir,
+                "operating_point_source": rc.operating_point_source, "harness": "lightning",
             }
             rows.append(row)
             for lg in loggers:
