@@ -6,8 +6,8 @@ batch by batch on the same batches, >= 5 passes, speed-ups as the median [min-ma
         --results experiments/results/X.csv --predictions experiments/results/predictions/X --summary X.md
 
 The checkpoint must have exit heads (trained with an `exit` mechanism); the other configurations reuse its
-backbone and final head. Any other eat.bench option passes through (--batch-sizes, --passes, --max-examples,
---common OVERRIDES..., --device, extra --config LABEL OVERRIDES...).
+backbone and final head. `--only a,b` keeps those labels (in this order of CONFIGS); every other option is
+eat.bench's (--batch-sizes, --passes, --max-examples, --common OVERRIDES..., --device, more --config ...).
 """
 from __future__ import annotations
 
@@ -31,7 +31,17 @@ CONFIGS = [  # (label, overrides): the first is the baseline of the speed-ups
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    configs = [x for label, overrides in CONFIGS for x in ("--config", label, *overrides)]
+    only = None
+    if "--only" in argv:
+        i = argv.index("--only")
+        only, argv = argv[i + 1].split(","), argv[:i] + argv[i + 2:]
+        unknown = sorted(set(only) - {label for label, _ in CONFIGS})
+        if unknown:
+            print(f"error: --only {','.join(unknown)}: not a configuration; allowed: "
+                  f"{', '.join(label for label, _ in CONFIGS)}", file=sys.stderr)
+            return 2
+    configs = [x for label, overrides in CONFIGS if only is None or label in only
+               for x in ("--config", label, *overrides)]
     return bench.main([*configs, *argv])
 
 

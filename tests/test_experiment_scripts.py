@@ -38,31 +38,6 @@ def test_long_sequence_study_writes_one_row_per_length_and_mechanism(tmp_path):
     assert (tmp_path / "report" / "long_sequences.png").stat().st_size > 0
 
 
-@needs_glue
-def test_interleaved_benchmark_times_every_configuration_on_the_same_batches(tmp_path):
-    from eat.runner import run
-
-    run(compose_cfg(tiny_overrides(tmp_path, "mechanism=exit", "eval_batch_sizes=[8]")))
-    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
-    small = ["model=tiny", "data.max_eval_samples=24"]
-    out = tmp_path / "interleaved.txt"
-    assert load("bench_interleaved").main([
-        "--ckpt", str(ckpt), "--glue", str(GLUE_DIR), "--batch-size", "8", "--passes", "2", "--out", str(out),
-        "--config", "static", "mechanism=none", *small,
-        "--config", "hf", "mechanism=none", "peer=hf_static", *small,
-        "--config", "exit never", "mechanism=exit", "mechanism.exit.threshold=1.0", *small,
-        "--config", "exit calibrated", "mechanism=exit", "mechanism.exit.calibration_split=train",
-        "mechanism.exit.calibration_examples=16", *small]) == 0
-    text = out.read_text()
-    assert text.startswith("# ") and "bench_interleaved.py" in text.splitlines()[0]  # the command, rerunnable
-    stats = dict(re.findall(r"^  (.+?): .*accuracy ([0-9.]+), avg exit layer", text, re.M))
-    layers = dict(re.findall(r"^  (.+?): .*avg exit layer ([0-9.]+)", text, re.M))
-    assert set(stats) == {"static", "hf", "exit never", "exit calibrated"}
-    assert stats["hf"] == stats["exit never"] == stats["static"]  # same weights, same 24 examples
-    assert layers["static"] == layers["exit never"] == "4.00"  # model=tiny has 4 layers; nobody left early
-    assert "speed-up 1.000x" in text.splitlines()[2]  # the baseline against itself
-
-
 def test_trained_combinations_table_compares_each_cpu_row_with_the_static_run_and_the_gpu_row(tmp_path, capsys):
     def write(path, rows):
         cols = ["mechanism", "mode", "seed", "batch_size", "accuracy", "avg_exit_layer", "avg_token_retention",
