@@ -25,6 +25,7 @@ COLUMNS: List[str] = [
     "throughput_eps",
     "avg_exit_layer", "num_layers", "avg_token_retention", "gflops_per_example", "gflops_static_per_example",
     "flops_reduction", "mechanism_params", "ckpt_path", "output_dir",
+    "latency_warning",
 ]
 
 
