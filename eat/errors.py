@@ -8,17 +8,23 @@ import sys
 from eat.config import ConfigError
 from eat.data.sources import DataError
 from eat.logs import mark_failed, mark_unexpected
-from eat.model.hub import CheckpointError
+
+
+def user_errors() -> tuple:
+    # eat.model.hub imports torch: looked up only if it was imported (else none of its errors can occur), so
+    # train.py can report a bad config or a missing file before torch is loaded.
+    hub = sys.modules.get("eat.model.hub")
+    return (ConfigError, DataError) + ((hub.CheckpointError,) if hub is not None else ())
 
 
 @contextlib.contextmanager
 def exit_on_user_error():
     try:
         yield
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        mark_failed(f"error: {e}")
-        sys.exit(2)
-    except Exception as e:  # a bug or a crash: Hydra prints the traceback; the folder and log file record it
-        mark_unexpected(e)
+    except Exception as e:
+        if isinstance(e, user_errors()):
+            print(f"error: {e}", file=sys.stderr)
+            mark_failed(f"error: {e}")
+            sys.exit(2)
+        mark_unexpected(e)  # a bug or a crash: Hydra prints the traceback; the folder and log file record it
         raise

@@ -15,10 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from eat import results
 from eat.callbacks.latency import LatencyCallback
 from eat.config import ConfigError, RunConfig, to_run_config
-from eat.data.glue import SELECTION, GLUEDataModule, check_sources
+from eat.data.glue import GLUEDataModule, check_sources
 from eat.data.tasks import TASKS
 from eat.lit_module import PREDICTION_FIELDS, EATModule
 from eat.logs import quiet_logging, say
+from eat.preflight import splits_read
 from eat.model.build import build_encoder, load_tokenizer
 
 
@@ -45,17 +46,6 @@ def check_resumable(path: str) -> None:
         raise ConfigError(f"ckpt_path={path!r} is a weights-only checkpoint (no optimizer state): training cannot "
                           f"resume from it. Train with callbacks=resumable to keep resumable checkpoints "
                           f"(checkpoints/last.ckpt), or start a new run from its weights with init_ckpt={path}")
-
-
-def splits_read(rc: RunConfig) -> List[str]:
-    """The splits this run reads: train (and selection) when training, the eval splits, a calibration split."""
-    splits = list(rc.task.eval_splits or TASKS[rc.task.name].eval_splits)
-    if rc.train:
-        splits.insert(0, "train")
-    ex = rc.mechanism.exit
-    if ex is not None and ex.calibration_split is not None:
-        splits.append(ex.calibration_split)
-    return list(dict.fromkeys("train" if s == SELECTION and rc.data.selection_examples else s for s in splits))
 
 
 def load_checkpoint_weights(module: EATModule, path: str, fresh_mechanisms: bool = False) -> None:

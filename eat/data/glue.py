@@ -1,9 +1,7 @@
 """GLUE LightningDataModule: read splits, tokenise with the model's fast tokenizer, pad per batch."""
 from __future__ import annotations
 
-import os
 import random
-import socket
 from typing import Dict, Iterator, List, Optional
 
 import lightning.pytorch as pl
@@ -11,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from eat.config import DataConfig, TaskConfig
-from eat.data.sources import Columns, DataError, load_split, slice_columns
-from eat.data.tasks import TASKS, TaskSpec, missing_file_hint
+from eat.data.sources import Columns, DataError, check_sources, load_split, slice_columns  # noqa: F401
+from eat.data.tasks import TASKS, TaskSpec
 
 
 SELECTION = "selection"  # the held-out split that operating points are chosen on (DataConfig.selection_examples)
@@ -40,43 +38,6 @@ def split_selection(train: Columns, n: int, seed: int, where: str) -> Dict[str, 
     train_rows = [i for i in range(total) if i not in chosen and texts[i] not in held]
     take = lambda idx: {k: [v[i] for i in idx] for k, v in train.items()}  # noqa: E731
     return {"train": take(train_rows), SELECTION: take(sorted(chosen))}
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def check_sources(task: TaskConfig, data: DataConfig, splits: List[str], connect_timeout: float = 3.0) -> None:
-    """Before the tokenizer or the model is loaded: every local file the run will read exists, and the hub is
-    reachable when the data comes from it. One DataError line that says what to do, in a few seconds at most
-    (the datasets library would otherwise retry the hub with back-off for ~30 s)."""
-    spec = TASKS[task.name]
-    source = data.source if data.source != "auto" else ("tsv" if data.dir else "hub")
-    wanted = list(dict.fromkeys("train" if s == SELECTION else s for s in splits))
-    if source == "tsv" or any(s in data.split_files for s in wanted):
-        for split in wanted:
-            file = data.split_files.get(split)
-            if file is None and source != "tsv":
-                continue
-            path = file or os.path.join(data.dir or ".", spec.folder, spec.split_files[split])
-            if not file and not path.endswith(".tsv"):
-                continue
-            if not os.path.isfile(path):
-                raise DataError(f"{path}: file not found ({missing_file_hint(spec, split)})")
-    if source != "hub" or all(s in data.split_files for s in wanted):
-        return
-    fix = "point data.dir (or EAT_GLUE_DIR) at a local GLUE folder (README: Data)"
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if _env_true(var):
-            raise DataError(f"data.dir is not set, so task {task.name} would be read from the hub "
-                            f"({data.hub_path}), but {var}={os.environ[var]}: {fix}")
-    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
-    try:
-        socket.create_connection((host.split(":")[0], int(host.split(":")[1]) if ":" in host else 443),
-                                 timeout=connect_timeout).close()
-    except OSError as e:
-        raise DataError(f"data.dir is not set and the hub ({host}) cannot be reached "
-                        f"({type(e).__name__}: {e or 'timed out'}): offline? {fix}") from None
 
 
 class TokenizedSplit(Dataset):
