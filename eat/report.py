@@ -144,12 +144,11 @@ def add_labels(df: pd.DataFrame) -> pd.DataFrame:
 
 def short(v) -> str:
     """A setting in a label: numbers as written, lists of numbers compact, long lists elided."""
-    if isinstance(v, list):
-        text = "[" + ",".join(short(x) for x in v[:4]) + (",…" if len(v) > 4 else "") + "]"
-        return text
+    if isinstance(v, list):  # fitted temperatures and the like: the first value tells the configs apart
+        return "[" + ",".join(short(x) for x in v[:2]) + (",…" if len(v) > 2 else "") + "]"
     if isinstance(v, float):
         return f"{v:g}"
-    return str(v)
+    return "none" if v is None else str(v)
 
 
 def natural_key(text: str) -> tuple:
@@ -283,6 +282,14 @@ def color_of(r, colors) -> object:
     return colors[HF_MODEL] if r["model"] == HF_MODEL else colors[f"{r['mechanism']}/{r['mode']}"]
 
 
+def text_box(t, renderer):
+    """The box of an annotation's text alone (its leader line excluded), with a little margin."""
+    from matplotlib.text import Text
+
+    t.update_positions(renderer)  # what Annotation.get_window_extent does first
+    return Text.get_window_extent(t, renderer).expanded(1.04, 1.15)
+
+
 def place_labels(fig: Figure, ax, points: List[Tuple[float, float, str]]) -> None:
     """Annotate points without overlaps: each label takes the first of a ring of offsets around its point
     whose box overlaps no label placed before and no other point, and stays inside the axes; a label with no
@@ -305,8 +312,9 @@ def place_labels(fig: Figure, ax, points: List[Tuple[float, float, str]]) -> Non
         best = None
         for dx, dy in rings:
             t = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7,
-                            ha="left" if dx >= 0 else "right", va="bottom", zorder=5)
-            box = t.get_window_extent(renderer).expanded(1.04, 1.15)
+                            ha="left" if dx >= 0 else "right", va="bottom", zorder=5,
+                            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4", "shrinkA": 0, "shrinkB": 4})
+            box = text_box(t, renderer)
             clear = (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0 and box.y1 <= inside.y1
                      and not any(box.overlaps(b) for b in placed)
                      and not any(box.contains(*d) for j, d in enumerate(dots) if j != i))
@@ -314,12 +322,26 @@ def place_labels(fig: Figure, ax, points: List[Tuple[float, float, str]]) -> Non
                 best = (t, box)
                 break
             t.remove()
-        if best is None:  # crowded: the last ring, with a leader line, clipped to the axes
-            dx, dy = rings[-1] if dots[i][1] > (inside.y0 + inside.y1) / 2 else rings[-2]
-            t = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7,
-                            ha="left" if dx >= 0 else "right", va="bottom", zorder=5, annotation_clip=True,
-                            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4"})
-            best = (t, t.get_window_extent(renderer))
+        if best is None:  # crowded: the free spot of the axes nearest to the point, with a leader line
+            spots = [(fx, fy) for fx in np.linspace(0.01, 0.99, 25) for fy in np.linspace(0.02, 0.95, 24)]
+            spots.sort(key=lambda f: (inside.x0 + f[0] * inside.width - dots[i][0]) ** 2
+                       + (inside.y0 + f[1] * inside.height - dots[i][1]) ** 2)
+            for fx, fy in spots:
+                t = ax.annotate(text, (x, y), textcoords="axes fraction", xytext=(fx, fy), fontsize=7,
+                                ha="left" if fx < 0.5 else "right", va="bottom", zorder=5,
+                                arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4", "shrinkA": 0, "shrinkB": 4})
+                box = text_box(t, renderer)
+                if (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0 and box.y1 <= inside.y1
+                        and not any(box.overlaps(b) for b in placed)
+                        and not any(box.contains(*d) for d in dots)
+                        and not box.expanded(1.0, 1.0).contains(*dots[i])):
+                    best = (t, box)
+                    break
+                t.remove()
+        if best is None:  # no free spot at all: the first ring, and a warning in the log
+            t = ax.annotate(text, (x, y), textcoords="offset points", xytext=rings[0], fontsize=7, zorder=5)
+            best = (t, text_box(t, renderer))
+            print(f"[eat.report] note: no free space for the label {text!r}; it may overlap", file=sys.stderr)
         placed.append(best[1])
 
 
@@ -360,32 +382,35 @@ def frontier_figure(task: str, bs: int, data: pd.DataFrame, metric: str, colors,
 
 
 def ablation_figure(task: str, bs: int, data: pd.DataFrame, metric: str, colors, path: str) -> None:
+    """Horizontal bars, one row per config (labels on the y axis, wrapped: long labels never cut a panel)."""
+    import textwrap
+
     splits = list(dict.fromkeys(data["split"]))
     per_split = max(len(data[data["split"] == s]) for s in splits)
-    fig = Figure(figsize=(max(9.0, 0.9 * per_split + 3), 4.6 * len(splits)), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(splits), 2, squeeze=False))
+    fig = Figure(figsize=(12, len(splits) * (0.42 * per_split + 1.4) + 0.6), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(splits), 2, squeeze=False, sharey="row"))
     fig.suptitle(f"{task} · batch size {bs}: speed-up (median latency) and {metric} per configuration", fontsize=10)
     for (ax_speed, ax_score), split in zip(axes, splits):
         d = data[data["split"] == split]
-        pos = np.arange(len(d))
+        pos = np.arange(len(d))[::-1]  # first config on top
         c = [color_of(r, colors) for _, r in d.iterrows()]
-        ax_speed.bar(pos, d["speedup"].fillna(0), color=c)
-        ax_speed.set_ylabel("speed-up vs static (x)")
+        ax_speed.barh(pos, d["speedup"].fillna(0), color=c)
+        ax_speed.set_xlabel("speed-up vs static (x)")
         if d["speedup"].notna().any():
-            ax_speed.axhline(1.0, color="k", lw=0.8)
+            ax_speed.axvline(1.0, color="k", lw=0.8)
         else:  # say why the panel is empty, in the panel
-            ax_speed.set_ylim(0, 1)
+            ax_speed.set_xlim(0, 1)
             ax_speed.text(0.5, 0.5, "no static row (mechanism=none, mode=compute)\nfor this task, split and batch "
                           "size:\nspeed-up is undefined", ha="center", va="center", transform=ax_speed.transAxes,
                           fontsize=9, color="0.35")
-        ax_score.bar(pos, 100 * d["score"].fillna(0), yerr=100 * d["score_std"].fillna(0), color=c, capsize=3)
+        ax_score.barh(pos, 100 * d["score"].fillna(0), xerr=100 * d["score_std"].fillna(0), color=c, capsize=3)
         lo = np.nanmin(100 * d["score"]) if d["score"].notna().any() else 0
-        ax_score.set_ylim(max(0.0, lo - 10), None)
-        ax_score.set_ylabel(f"{metric} (%)")
+        ax_score.set_xlim(max(0.0, lo - 10), None)
+        ax_score.set_xlabel(f"{metric} (%)")
+        ax_speed.set_yticks(pos, [textwrap.fill(str(lab), 60) for lab in d["label"]], fontsize=7)
         for ax, what in ((ax_speed, "speed-up"), (ax_score, metric)):
-            ax.set_xticks(pos, d["label"], rotation=40, ha="right", fontsize=7)
             ax.set_title(f"{split}: {what}")
-            ax.grid(axis="y", alpha=0.3)
+            ax.grid(axis="x", alpha=0.3)
     save(fig, path)
 
 
