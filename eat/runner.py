@@ -19,7 +19,7 @@ from eat.data.glue import GLUEDataModule, check_sources
 from eat.data.tasks import TASKS
 from eat.lit_module import PREDICTION_FIELDS, EATModule
 from eat.logs import quiet_logging, say
-from eat.preflight import splits_read
+from eat.preflight import check_against_model, splits_read  # noqa: F401 (check_against_model: API)
 from eat.model.build import build_encoder, load_tokenizer
 
 
@@ -64,23 +64,6 @@ def load_checkpoint_weights(module: EATModule, path: str, fresh_mechanisms: bool
     bad = [k for k in unexpected if ".mechanisms." not in k]
     if bad:
         raise ConfigError(f"ckpt_path={path!r} has weights this model does not know: {bad[:6]}")
-
-
-def check_against_model(rc: RunConfig) -> None:
-    """Checks that need the model's depth (mechanism layers are rescaled to it), before the tokenizer or
-    any data is loaded: build the mechanisms alone, for the model's shape, and let them raise ConfigError."""
-    from eat.mechanisms import build_mechanisms
-    from eat.model.encoder import EncoderConfig
-    from eat.model.hub import encoder_config, resolve_checkpoint
-
-    num_labels = TASKS[rc.task.name].num_labels
-    m = rc.model
-    if m.pretrained is None:
-        c = EncoderConfig(arch=m.arch, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
-                          num_labels=num_labels)
-    else:
-        c = encoder_config(resolve_checkpoint(m.pretrained), num_labels)
-    build_mechanisms(rc.mechanism, c)
 
 
 def is_completed(rc: RunConfig, chash: str) -> bool:

@@ -141,9 +141,8 @@ def check_sources(task, data, splits: List[str], connect_timeout: float = 3.0) -
             if file is None and source != "tsv":
                 continue
             path = file or os.path.join(data.dir or ".", spec.folder, spec.split_files[split])
-            if not file and not path.endswith(".tsv"):
-                continue
-            if not os.path.isfile(path):
+            found = glob.glob(path) if any(c in path for c in "*?[") else os.path.isfile(path)  # parquet patterns
+            if not found:
                 raise DataError(f"{path}: file not found ({missing_file_hint(spec, split)})")
     if source != "hub" or all(s in data.split_files for s in wanted):
         return
