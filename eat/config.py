@@ -334,9 +334,17 @@ def package_path(rel: str = "") -> str:
     return os.path.join(base, rel) if rel else base
 
 
+def sweep_dirname(overrides: str, fallback: str = "run") -> str:
+    """`${eat_dirname:${hydra:job.override_dirname},...}`: a multirun job folder named by its overrides
+    (mechanism=exit,mechanism.exit.threshold=0.9), one path component, at most 120 characters."""
+    name = str(overrides or fallback).replace("/", "_").replace(" ", "")
+    return name[:120] or "run"
+
+
 def register_configs() -> None:
     """Register the schemas so the YAML files can extend them (`defaults: [run_schema]`), and the resolvers."""
     OmegaConf.register_new_resolver("eat_path", package_path, replace=True)
+    OmegaConf.register_new_resolver("eat_dirname", sweep_dirname, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="select_schema", node=SelectConfig)

@@ -30,6 +30,7 @@ COLUMNS: List[str] = [
     # rows of the declared harness (eat.bench): the passes, the baseline's label, and the median and the min-max
     # of the per-pass speed-ups against it (empty in rows of the Lightning evaluation loop)
     "harness", "passes", "speedup_vs", "speedup", "speedup_min", "speedup_max",
+    "latency_warning",
 ]
 
 
@@ -58,6 +59,10 @@ def config_hash(cfg: Mapping) -> str:
         payload = _under_run_dir(payload, str(cfg["output_dir"]))
     if isinstance(payload.get("trainer"), dict):  # progress bars do not change results
         payload["trainer"] = {k: v for k, v in payload["trainer"].items() if k != "enable_progress_bar"}
+    ckpt = (payload.get("callbacks") or {}).get("model_checkpoint") if isinstance(payload.get("callbacks"), dict) else None
+    if isinstance(ckpt, dict):  # what a checkpoint file keeps (optimizer state, last.ckpt) does not change results
+        payload["callbacks"] = {**payload["callbacks"], "model_checkpoint": {
+            k: v for k, v in ckpt.items() if k not in ("save_weights_only", "save_last")}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
