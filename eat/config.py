@@ -29,6 +29,9 @@ def _check(ok: bool, key: str, value: Any, rule: str) -> None:
         raise ConfigError(f"{key}={value!r} is not valid: {rule}")
 
 
+OPERATING_POINT_SOURCES = ("selection", "dev", "manual")
+
+
 # --------------------------------------------------------------------------------------------- task
 @dataclass
 class TaskConfig:
@@ -306,12 +309,20 @@ class RunConfig:
     # trained with model.keep_layers=k: the smaller static model at matched cost).
     peer: Optional[str] = None
     skip_completed: bool = False  # skip the job if results_csv already has rows with this config_hash
+    # A file written by `python -m eat.select`: its mechanism block replaces this config's, and its rows are
+    # recorded with operating_point_source=selection.
+    operating_point: Optional[str] = None
+    # Where the mechanism settings came from, recorded in every results row: selection (chosen on the held-out
+    # selection split by eat.select), dev (chosen by looking at the dev set it is reported on: a biased point),
+    # manual (set by hand, not chosen by looking at any result).
+    operating_point_source: str = "manual"
     output_dir: str = "outputs/run"  # set to Hydra's run dir by the configs
 
     def __post_init__(self) -> None:
         _check(len(self.eval_batch_sizes) > 0 and all(b >= 1 for b in self.eval_batch_sizes),
                "eval_batch_sizes", self.eval_batch_sizes, "must be a non-empty list of sizes >= 1")
         _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1 or null")
+        _choice("operating_point_source", self.operating_point_source, OPERATING_POINT_SOURCES)
         if self.peer is not None:
             _choice("peer", self.peer, PEERS)
             _check(self.mechanism.name == "none", "peer", self.peer, "peers run the static model: use mechanism=none")
@@ -342,6 +353,32 @@ class RunConfig:
             raise ConfigError("ckpt_path is required to evaluate a randomly initialised model (train=false)")
 
 
+@dataclass
+class SelectConfig:
+    """`python -m eat.select` (conf/select.yaml): the grid of inference settings and how a point is chosen."""
+
+    split: str = "selection"
+    budget: float = 0.5
+    speed: str = "time"
+    batch_size: int = 32
+    passes: int = 5
+    candidates: int = 4
+    threads: int = 2
+    out: str = "outputs/select/operating_point.yaml"
+    grid: Dict[str, List[str]] = field(default_factory=dict)  # name -> eval overrides, "k=a,b" sweeps
+
+    def __post_init__(self) -> None:
+        _choice("speed", self.speed, ("time", "flops"))
+        _check(self.budget >= 0, "budget", self.budget, "must be >= 0 (points of the score)")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        _check(self.passes >= 5, "passes", self.passes, "the declared harness makes at least 5 passes")
+        _check(self.candidates >= 1, "candidates", self.candidates, "must be >= 1")
+        _check(self.threads >= 1, "threads", self.threads, "must be >= 1")
+        _check(len(self.grid) > 0, "grid", self.grid, "needs at least one entry")
+        for name, entry in self.grid.items():
+            _check(len(entry) > 0, f"grid.{name}", entry, "needs at least one override")
+
+
 def package_path(rel: str = "") -> str:
     """`${eat_path:data/demo}` in a config: a path inside the installed `eat` package, wherever it is run from."""
     import os
@@ -350,11 +387,20 @@ def package_path(rel: str = "") -> str:
     return os.path.join(base, rel) if rel else base
 
 
+def sweep_dirname(overrides: str, fallback: str = "run") -> str:
+    """`${eat_dirname:${hydra:job.override_dirname},...}`: a multirun job folder named by its overrides
+    (mechanism=exit,mechanism.exit.threshold=0.9), one path component, at most 120 characters."""
+    name = str(overrides or fallback).replace("/", "_").replace(" ", "")
+    return name[:120] or "run"
+
+
 def register_configs() -> None:
     """Register the schemas so the YAML files can extend them (`defaults: [run_schema]`), and the resolvers."""
     OmegaConf.register_new_resolver("eat_path", package_path, replace=True)
+    OmegaConf.register_new_resolver("eat_dirname", sweep_dirname, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
+    cs.store(name="select_schema", node=SelectConfig)
 
 
 def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
@@ -374,6 +420,28 @@ def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
                               f"allowed keys: {', '.join(allowed)}")
         if isinstance(node, DictConfig) and not node._is_none():
             check_known_keys(node, f"{prefix}{key}.")
+
+
+def apply_operating_point(cfg: DictConfig) -> DictConfig:
+    """If `operating_point=FILE` is set, a copy of `cfg` whose mechanism block and operating_point_source are
+    the file's (written by `python -m eat.select`). The file must have been chosen for the same task."""
+    path = cfg.get("operating_point")
+    if not path:
+        return cfg
+    import os
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"operating_point={path!r}: file not found (write one with python -m eat.select)")
+    op = OmegaConf.load(path)
+    missing = [k for k in ("task", "mechanism", "operating_point_source") if k not in op]
+    if missing:
+        raise ConfigError(f"operating_point={path!r}: not an eat.select file (lacks {', '.join(missing)})")
+    if op.task != cfg.task.name:
+        raise ConfigError(f"operating_point={path!r} was chosen for task={op.task}, not task={cfg.task.name}")
+    out = cfg.copy()
+    out.mechanism = OmegaConf.merge(OmegaConf.structured(MechanismConfig), op.mechanism)
+    out.operating_point_source = op.operating_point_source
+    return out
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:

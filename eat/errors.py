@@ -1,16 +1,30 @@
-"""User errors (bad config, bad data, bad checkpoint) end the job with one clear line and exit code 2."""
+"""User errors (bad config, bad data, bad checkpoint) end the job with one clear line and exit code 2.
+
+The line also goes to the run's log file, and a `FAILED` file in the run folder says the run failed (for any
+error, with the traceback for unexpected ones)."""
 import contextlib
 import sys
 
 from eat.config import ConfigError
 from eat.data.sources import DataError
-from eat.model.hub import CheckpointError
+from eat.logs import mark_failed, mark_unexpected
+
+
+def user_errors() -> tuple:
+    # eat.model.hub imports torch: looked up only if it was imported (else none of its errors can occur), so
+    # train.py can report a bad config or a missing file before torch is loaded.
+    hub = sys.modules.get("eat.model.hub")
+    return (ConfigError, DataError) + ((hub.CheckpointError,) if hub is not None else ())
 
 
 @contextlib.contextmanager
 def exit_on_user_error():
     try:
         yield
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as e:
+        if isinstance(e, user_errors()):
+            print(f"error: {e}", file=sys.stderr)
+            mark_failed(f"error: {e}")
+            sys.exit(2)
+        mark_unexpected(e)  # a bug or a crash: Hydra prints the traceback; the folder and log file record it
+        raise

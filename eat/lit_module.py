@@ -1,7 +1,7 @@
 """LightningModule: the encoder (with its mechanisms), losses, GLUE metrics, optimiser."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -31,9 +31,13 @@ def task_metrics(spec: TaskSpec) -> MetricCollection:
 
 
 class EATModule(pl.LightningModule):
-    def __init__(self, encoder: Encoder, spec: TaskSpec, optim: OptimConfig, eval_splits: List[str]):
+    def __init__(self, encoder: Encoder, spec: TaskSpec, optim: OptimConfig, eval_splits: List[str],
+                 config_blocks: Optional[Dict] = None):
         super().__init__()
         self.encoder, self.spec, self.optim, self.eval_splits = encoder, spec, optim, list(eval_splits)
+        # The resolved model/task/mechanism configs, saved in every checkpoint (eat.ckpt_config): eval.py
+        # rebuilds the right model from the checkpoint alone.
+        self.config_blocks = config_blocks
         # One metric collection per eval split (MNLI matched / mismatched never share state).
         self.val_metrics = nn.ModuleList(task_metrics(spec) for _ in eval_splits)
         self.test_metrics = nn.ModuleList(task_metrics(spec) for _ in eval_splits)
@@ -71,6 +75,12 @@ class EATModule(pl.LightningModule):
                 self.log(f"val/{split}/{name}", v, sync_dist=True)
             if i == 0:  # the model-selection score: first metric of the first eval split
                 self.log("val/score", values[self.spec.metrics[0]], prog_bar=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: Dict) -> None:
+        if self.config_blocks:
+            from eat.ckpt_config import KEY
+
+            checkpoint[KEY] = self.config_blocks
 
     def on_test_epoch_start(self) -> None:
         self.test_records = {}

@@ -14,7 +14,11 @@ Writes to `--out`:
   retention_<task>.png         token retention vs input length, from the same files
 
 A config is (task, split, batch size, mechanism, mode, model, mechanism_params); all rows of a config are
-aggregated, whichever run or results file they come from. The static reference of a row is the
+aggregated, whichever run or results file they come from. Latency is the median everywhere: the per-batch p50
+of a row (`latency_ms_p50`), the median over the rows of a config, and speed-up = static p50 / row p50 (same
+batch size), so one stalled batch on a busy machine cannot turn a faster configuration into a slower one.
+Rows whose timings look unreliable (`latency_warning`: p99 > 5x p50, or a warm-up that was too short) are
+flagged in the tables and listed in the notes. The static reference of a row is the
 mechanism=none, mode=compute rows of the same task, split and batch size, for the row's own model when it
 has them, else for minilm_l6, else for any other model but the Hugging Face baseline (`hf_static`).
 """
@@ -23,12 +27,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Dict, List, Optional, Tuple
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+# Byte-identical figures for identical input: a fixed font and sizes, and no software version or date in the
+# PNG metadata.
+STYLE = {"font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9,
+         "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7, "savefig.dpi": 110,
+         "path.simplify": True, "svg.hashsalt": "eat"}
+PNG_METADATA = {"Software": None}
+
+
+def save(fig: Figure, path: str) -> None:
+    fig.savefig(path, dpi=110, metadata=PNG_METADATA)
 
 HF_MODEL = "hf_static"
 DEFAULT_MODEL = "minilm_l6"
@@ -62,7 +79,7 @@ def read_results(paths: List[str]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     if df.empty:
         raise ReportError(f"no result rows in {', '.join(paths)}")
-    for c in ["run_id", "output_dir"]:
+    for c in ["run_id", "output_dir", "latency_warning"]:
         if c not in df.columns:
             df[c] = ""
     repeated = df.duplicated(["run_id", "split", "batch_size"]) & (df["run_id"] != "")
@@ -108,17 +125,36 @@ def add_labels(df: pd.DataFrame) -> pd.DataFrame:
     flat = df["mechanism_params"].map(lambda s: flatten(json.loads(s)) if s.startswith("{") else {"params": s})
     varying = {}
     for mech, idx in df.groupby("mechanism").groups.items():
-        values = pd.DataFrame(list(flat[idx])).astype(str)
+        # Every value as JSON text, a key a row lacks as "null": a setting that is present in some rows and
+        # absent in others (calibrated vs uncalibrated) varies too. (`astype(str)` keeps NaN under pandas 3,
+        # and nunique() ignores NaN, so such rows used to get the same label.)
+        values = pd.DataFrame([{k: json.dumps(v, sort_keys=True) for k, v in flat[i].items()} for i in idx],
+                              dtype=object).fillna("null")
         varying[mech] = [c for c in values.columns if values[c].nunique() > 1]
     several_models = df.loc[df["model"] != HF_MODEL, "model"].nunique() > 1
     params, labels = [], []
     for i, r in df.iterrows():
-        params.append(", ".join(f"{k}={flat[i].get(k)}" for k in varying[r["mechanism"]]))
+        params.append(", ".join(f"{k}={short(flat[i].get(k))}" for k in varying[r["mechanism"]]))
         name = HF_MODEL if r["model"] == HF_MODEL else f"{r['mechanism']}/{r['mode']}"
         name += f" [{params[-1]}]" if params[-1] else ""
         name += f" ({r['model']})" if several_models and r["model"] != HF_MODEL else ""
         labels.append(name)
     return df.assign(params=params, label=labels)
+
+
+def short(v) -> str:
+    """A setting in a label: numbers as written, lists of numbers compact, long lists elided."""
+    if isinstance(v, list):  # fitted temperatures and the like: the first value tells the configs apart
+        return "[" + ",".join(short(x) for x in v[:2]) + (",…" if len(v) > 2 else "") + "]"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return "none" if v is None else str(v)
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders the numbers inside a label by value: threshold=0.9 before threshold=0.95."""
+    parts = re.split(r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)", str(text))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
 
 
 # ----------------------------------------------------------------------------------------------- numbers
@@ -131,23 +167,28 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     agg = df.groupby(CONFIG, sort=False).agg(
         params=("params", "first"), label=("label", "first"), n=("score", "size"),
         seeds=("seed", lambda s: sorted(set(s.dropna().astype(int)))), score=("score", "mean"),
-        score_std=("score", "std"), latency_ms_p50=("latency_ms_p50", "mean"),
+        score_std=("score", "std"), latency_ms_p50=("latency_ms_p50", "median"),
         latency_ms_per_example=("latency_ms_per_example", "mean"), throughput_eps=("throughput_eps", "mean"),
         avg_exit_layer=("avg_exit_layer", "mean"), num_layers=("num_layers", "max"),
         avg_token_retention=("avg_token_retention", "mean"), flops_reduction=("flops_reduction", "mean"),
+        latency_warning=("latency_warning", lambda w: "; ".join(sorted({x for x in w if isinstance(x, str) and x}))),
     ).reset_index()
+    # The median per-batch latency as ms per example (the frontier's x axis): p50 / batch size.
+    agg["latency_ms_p50_per_example"] = agg["latency_ms_p50"] / agg["batch_size"]
     static = df[is_static(df)].groupby(["task", "split", "batch_size", "model"]).agg(
-        static_latency=("latency_ms_per_example", "mean"), static_score=("score", "mean"))
+        static_latency=("latency_ms_p50", "median"), static_score=("score", "mean"))
     refs = [static_reference(static, r) for _, r in agg.iterrows()]
     agg["reference_model"] = [ref.name[-1] if ref is not None else "" for ref in refs]
     static_latency = pd.Series([ref["static_latency"] if ref is not None else np.nan for ref in refs])
     static_score = pd.Series([ref["static_score"] if ref is not None else np.nan for ref in refs])
-    agg["speedup"] = static_latency / agg["latency_ms_per_example"]
+    agg["speedup"] = static_latency / agg["latency_ms_p50"]  # medians of the same batch size
     agg["delta_points"] = 100.0 * (agg["score"] - static_score)
     agg["flops_realisation"] = agg["speedup"] / agg["flops_reduction"]
     order = np.where(is_static(agg), 0, np.where(agg["model"] == HF_MODEL, 1, 2))  # static, HF, the rest
-    agg = agg.assign(_order=order).sort_values(["task", "split", "batch_size", "_order", "label"], kind="stable")
-    return agg.drop(columns="_order").reset_index(drop=True)
+    keys = [(r["task"], r["split"], r["batch_size"], o, natural_key(r["label"]))
+            for (_, r), o in zip(agg.iterrows(), order)]
+    ranked = sorted(range(len(agg)), key=lambda i: keys[i])  # numeric settings in numeric order
+    return agg.iloc[ranked].reset_index(drop=True)
 
 
 def static_reference(static: pd.DataFrame, r) -> Optional[pd.Series]:
@@ -180,8 +221,17 @@ def table_rows(group: pd.DataFrame) -> List[List[str]]:
         rows.append([r["mechanism"], r["mode"], r["model"], r["params"] or "–", f"{seeds} ({r['n']})", score,
                      fmt(r["latency_ms_p50"], ".2f"), fmt(r["throughput_eps"], ".1f"), fmt(r["speedup"], ".2f", "x"),
                      fmt(r["delta_points"], "+.2f"), exit_layer, fmt(r["avg_token_retention"], ".3f"),
-                     fmt(r["flops_reduction"], ".2f", "x"), fmt(r["flops_realisation"], ".2f")])
+                     fmt(r["flops_reduction"], ".2f", "x"), fmt(r["flops_realisation"], ".2f"),
+                     warning_flag(r["latency_warning"])])
     return rows
+
+
+def warning_flag(text) -> str:
+    """Short form of a row's latency warnings for the table (the notes have them in full)."""
+    if not isinstance(text, str) or not text:
+        return ""
+    flags = (["p99 > 5x p50"] if "p99" in text else []) + (["short warm-up"] if "warm-up" in text else [])
+    return ", ".join(flags) or "see notes"
 
 
 def markdown_table(header: List[str], rows: List[List[str]]) -> str:
@@ -192,9 +242,12 @@ def markdown_table(header: List[str], rows: List[List[str]]) -> str:
 
 def write_tables(agg: pd.DataFrame, metrics: Dict[str, str], notes: List[str], path: str) -> None:
     parts = ["# EAT benchmark report", "",
-             "Speed-up = latency per example of the static model (mechanism none, mode compute, same task, split "
-             "and batch size) / latency per example of the row. Δ is the change of the score in points. "
-             "FLOPs realisation = speed-up / FLOPs reduction (1.0: every FLOP saved became wall-clock time).", ""]
+             "Speed-up = median (p50) batch latency of the static model (mechanism none, mode compute, same task, "
+             "split and batch size) / median batch latency of the row; with several rows per config, the median "
+             "of their p50s. Δ is the change of the score in points. "
+             "FLOPs realisation = speed-up / FLOPs reduction (1.0: every FLOP saved became wall-clock time). "
+             "Latency warning: the row's p99 was more than 5x its p50, or its warm-up was too short "
+             "(the timings of a busy machine; see the notes).", ""]
     for (task, split, bs), group in agg.groupby(["task", "split", "batch_size"], sort=False):
         metric = metrics[task]
         ref = sorted(set(group["reference_model"]) - {""})
@@ -202,7 +255,7 @@ def write_tables(agg: pd.DataFrame, metrics: Dict[str, str], notes: List[str], p
                   f"Score: {metric} (×100). Static reference: {', '.join(ref) if ref else 'none in the results'}.", ""]
         header = ["mechanism", "mode", "model", "params", "seeds (n)", f"{metric} (mean ± std)", "latency p50 ms",
                   "throughput ex/s", "speed-up", f"Δ {metric} (pts)", "avg exit layer", "token retention",
-                  "FLOPs reduction", "FLOPs realisation"]
+                  "FLOPs reduction", "FLOPs realisation", "latency warning"]
         parts += [markdown_table(header, table_rows(group)), ""]
     if notes:
         parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
@@ -229,52 +282,136 @@ def color_of(r, colors) -> object:
     return colors[HF_MODEL] if r["model"] == HF_MODEL else colors[f"{r['mechanism']}/{r['mode']}"]
 
 
+def text_box(t, renderer):
+    """The box of an annotation's text alone (its leader line excluded), with a little margin."""
+    from matplotlib.text import Text
+
+    t.update_positions(renderer)  # what Annotation.get_window_extent does first
+    return Text.get_window_extent(t, renderer).expanded(1.04, 1.15)
+
+
+def place_labels(fig: Figure, ax, points: List[Tuple[float, float, str]]) -> None:
+    """Annotate points without overlaps: each label takes the first of a ring of offsets around its point
+    whose box overlaps no label placed before and no other point, and stays inside the axes; a label with no
+    free spot goes further out, with a leader line. Measured in display units after the layout is fixed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)  # final axes positions before measuring
+        fig.set_layout_engine("none")
+    inside = ax.get_window_extent(renderer)
+    dots = [ax.transData.transform((x, y)) for x, y, _ in points]
+    placed = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() is not None else []
+    rings = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 16), (-6, 16), (6, -24), (-6, -24), (18, 28), (-18, 28),
+             (18, -36), (-18, -36), (30, 44), (-30, 44), (30, -52), (-30, -52), (40, 62), (-40, -70)]
+    order = sorted(range(len(points)), key=lambda i: (dots[i][0], dots[i][1]))
+    for i in order:
+        x, y, text = points[i]
+        best = None
+        for dx, dy in rings:
+            t = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7,
+                            ha="left" if dx >= 0 else "right", va="bottom", zorder=5,
+                            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4", "shrinkA": 0, "shrinkB": 4})
+            box = text_box(t, renderer)
+            clear = (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0 and box.y1 <= inside.y1
+                     and not any(box.overlaps(b) for b in placed)
+                     and not any(box.contains(*d) for j, d in enumerate(dots) if j != i))
+            if clear:
+                best = (t, box)
+                break
+            t.remove()
+        if best is None:  # crowded: the free spot of the axes nearest to the point, with a leader line
+            spots = [(fx, fy) for fx in np.linspace(0.01, 0.99, 25) for fy in np.linspace(0.02, 0.95, 24)]
+            spots.sort(key=lambda f: (inside.x0 + f[0] * inside.width - dots[i][0]) ** 2
+                       + (inside.y0 + f[1] * inside.height - dots[i][1]) ** 2)
+            for fx, fy in spots:
+                t = ax.annotate(text, (x, y), textcoords="axes fraction", xytext=(fx, fy), fontsize=7,
+                                ha="left" if fx < 0.5 else "right", va="bottom", zorder=5,
+                                arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4", "shrinkA": 0, "shrinkB": 4})
+                box = text_box(t, renderer)
+                if (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0 and box.y1 <= inside.y1
+                        and not any(box.overlaps(b) for b in placed)
+                        and not any(box.contains(*d) for d in dots)
+                        and not box.expanded(1.0, 1.0).contains(*dots[i])):
+                    best = (t, box)
+                    break
+                t.remove()
+        if best is None:  # no free spot at all: the first ring, and a warning in the log
+            t = ax.annotate(text, (x, y), textcoords="offset points", xytext=rings[0], fontsize=7, zorder=5)
+            best = (t, text_box(t, renderer))
+            print(f"[eat.report] note: no free space for the label {text!r}; it may overlap", file=sys.stderr)
+        placed.append(best[1])
+
+
 def frontier_figure(task: str, bs: int, data: pd.DataFrame, metric: str, colors, path: str) -> None:
     splits = list(dict.fromkeys(data["split"]))
-    fig = Figure(figsize=(7 * len(splits), 5.5), layout="constrained")
-    for ax, split in zip(np.atleast_1d(fig.subplots(1, len(splits))), splits):
-        d = data[(data["split"] == split) & data["score"].notna() & data["latency_ms_per_example"].notna()]
-        x, y = d["latency_ms_per_example"].to_numpy(), 100 * d["score"].to_numpy()
+    fig = Figure(figsize=(8 * len(splits), 6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(splits)))
+    labelled = []
+    for ax, split in zip(axes, splits):
+        d = data[(data["split"] == split) & data["score"].notna() & data["latency_ms_p50_per_example"].notna()]
+        x, y = d["latency_ms_p50_per_example"].to_numpy(), 100 * d["score"].to_numpy()
         front = pareto(x, y) if len(d) else np.zeros(0, dtype=bool)
+        points = []
         for (_, r), xi, yi, on_front in zip(d.iterrows(), x, y, front):
             ax.scatter(xi, yi, color=color_of(r, colors), s=45, zorder=3)
             if on_front or len(d) <= 12:  # label the Pareto set (every point when there are few)
-                ax.annotate(r["label"], (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                points.append((xi, yi, r["label"]))
         if len(d):
             order = np.argsort(x[front])
             ax.plot(x[front][order], y[front][order], "k--", lw=1, zorder=2, label="Pareto set")
             ax.scatter(x[front], y[front], s=140, facecolors="none", edgecolors="k", zorder=4)
+            ax.margins(x=0.25, y=0.2)  # room for the labels inside the axes
+        else:
+            ax.text(0.5, 0.5, "no row with both a score and a latency", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9, color="0.35")
         for name, c in colors.items():
             if name in set(d["mechanism"] + "/" + d["mode"]) or (name == HF_MODEL and (d["model"] == HF_MODEL).any()):
                 ax.scatter([], [], color=c, label=name)
-        ax.set_xlabel("latency per example (ms)")
+        ax.set_xlabel("median latency per example (ms): p50 of the batches / batch size")
         ax.set_ylabel(f"{metric} (%)")
         ax.set_title(f"{task} · {split} · batch size {bs}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    fig.savefig(path, dpi=110)
+        ax.legend(fontsize=7, loc="lower right")
+        labelled.append((ax, points))
+    for ax, points in labelled:
+        place_labels(fig, ax, points)
+    save(fig, path)
 
 
 def ablation_figure(task: str, bs: int, data: pd.DataFrame, metric: str, colors, path: str) -> None:
+    """Horizontal bars, one row per config (labels on the y axis, wrapped: long labels never cut a panel)."""
+    import textwrap
+
     splits = list(dict.fromkeys(data["split"]))
-    fig = Figure(figsize=(max(7.0, 0.6 * len(data) / len(splits) + 3), 4.2 * len(splits)), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(splits), 2, squeeze=False))
+    per_split = max(len(data[data["split"] == s]) for s in splits)
+    fig = Figure(figsize=(12, len(splits) * (0.42 * per_split + 1.4) + 0.6), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(splits), 2, squeeze=False, sharey="row"))
+    fig.suptitle(f"{task} · batch size {bs}: speed-up (median latency) and {metric} per configuration", fontsize=10)
     for (ax_speed, ax_score), split in zip(axes, splits):
         d = data[data["split"] == split]
-        pos = np.arange(len(d))
+        pos = np.arange(len(d))[::-1]  # first config on top
         c = [color_of(r, colors) for _, r in d.iterrows()]
-        ax_speed.bar(pos, d["speedup"].fillna(0), color=c)
-        ax_speed.axhline(1.0, color="k", lw=0.8)
-        ax_speed.set_ylabel("speed-up vs static (x)")
-        ax_score.bar(pos, 100 * d["score"].fillna(0), yerr=100 * d["score_std"].fillna(0), color=c, capsize=3)
+        ax_speed.barh(pos, d["speedup"].fillna(0), color=c)
+        ax_speed.set_xlabel("speed-up vs static (x)")
+        if d["speedup"].notna().any():
+            ax_speed.axvline(1.0, color="k", lw=0.8)
+        else:  # say why the panel is empty, in the panel
+            ax_speed.set_xlim(0, 1)
+            ax_speed.text(0.5, 0.5, "no static row (mechanism=none, mode=compute)\nfor this task, split and batch "
+                          "size:\nspeed-up is undefined", ha="center", va="center", transform=ax_speed.transAxes,
+                          fontsize=9, color="0.35")
+        ax_score.barh(pos, 100 * d["score"].fillna(0), xerr=100 * d["score_std"].fillna(0), color=c, capsize=3)
         lo = np.nanmin(100 * d["score"]) if d["score"].notna().any() else 0
-        ax_score.set_ylim(max(0.0, lo - 10), None)
-        ax_score.set_ylabel(f"{metric} (%)")
-        for ax in (ax_speed, ax_score):
-            ax.set_xticks(pos, d["label"], rotation=40, ha="right", fontsize=7)
-            ax.set_title(f"{task} · {split} · batch size {bs}")
-            ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=110)
+        ax_score.set_xlim(max(0.0, lo - 10), None)
+        ax_score.set_xlabel(f"{metric} (%)")
+        ax_speed.set_yticks(pos, [textwrap.fill(str(lab), 60) for lab in d["label"]], fontsize=7)
+        for ax, what in ((ax_speed, "speed-up"), (ax_score, metric)):
+            ax.set_title(f"{split}: {what}")
+            ax.grid(axis="x", alpha=0.3)
+    save(fig, path)
 
 
 def resolve_dir(output_dir: str, source_csv: str) -> str:
@@ -329,7 +466,7 @@ def exit_histogram_figure(task: str, series: Dict[str, pd.DataFrame], path: str)
     ax.set_title(f"{task}: exit layers")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=110)
+    save(fig, path)
 
 
 def retention_figure(task: str, series: Dict[str, pd.DataFrame], path: str) -> None:
@@ -346,11 +483,16 @@ def retention_figure(task: str, series: Dict[str, pd.DataFrame], path: str) -> N
     ax.set_title(f"{task}: token retention vs input length")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
+    save(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------- main
 def build_report(paths: List[str], out: str) -> Dict[str, object]:
+    with matplotlib.rc_context(STYLE):
+        return _build_report(paths, out)
+
+
+def _build_report(paths: List[str], out: str) -> Dict[str, object]:
     df = add_labels(read_results(paths))
     agg = aggregate(df)
     metrics = {task: score_metric(rows) for task, rows in df.groupby("task")}
@@ -373,25 +515,87 @@ def build_report(paths: List[str], out: str) -> Dict[str, object]:
             path = os.path.join(out, f"{kind}_{task}.png")
             draw(task, series, path)
             images.append(path)
+    for _, r in agg[agg["latency_warning"] != ""].iterrows():
+        notes.append(f"latency warning, {r['task']} · {r['split']} · batch size {r['batch_size']} · {r['label']}: "
+                     f"{r['latency_warning']}. Speed-ups use medians; the mean and throughput of this row are "
+                     f"unreliable (README: timing on a shared machine).")
     write_tables(agg, metrics, notes, os.path.join(out, "tables.md"))
     summary = agg.assign(seeds=agg["seeds"].map(lambda s: " ".join(map(str, s))))
     summary.to_csv(os.path.join(out, "summary.csv"), index=False)
-    return {"summary": summary, "images": images, "notes": notes, "tables": os.path.join(out, "tables.md")}
+    return {"summary": summary, "images": images, "notes": notes, "tables": os.path.join(out, "tables.md"),
+            "agg": agg, "rows": df}
 
 
-def log_to_wandb(report: Dict[str, object], project: str) -> None:
+def safe_key(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", str(text)).strip("_")[:80]
+
+
+def latency_batches(rows: pd.DataFrame) -> pd.DataFrame:
+    """The per-batch timings (latency_batches_bs<N>.csv in each row's run folder) of the rows' configs."""
+    frames, seen = [], set()
+    for _, r in rows.iterrows():
+        path = os.path.join(resolve_dir(r["output_dir"], r["source_csv"]), f"latency_batches_bs{r['batch_size']}.csv")
+        if not r["output_dir"] or path in seen or not os.path.isfile(path):
+            continue
+        seen.add(path)
+        p = pd.read_csv(path)
+        if {"batch_idx", "ms"} <= set(p.columns):
+            frames.append(p.assign(label=r["label"], task=r["task"], batch_size=r["batch_size"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def wandb_panels(report: Dict[str, object]) -> Dict[str, object]:
+    """The charts a user expects on opening the project, as W&B custom charts (wandb.plot.* over wandb.Table):
+    they are made offline and appear as panels once the run is synced. Keys: frontier/<task>_bs<N> (score vs
+    median latency per example), ablation/<task>_bs<N> (speed-up per config), exit_layers/<task>/<config>
+    (histogram), token_retention/<task> (retention vs input length), latency_per_batch/<task>_bs<N>."""
+    import wandb
+
+    agg, rows = report["agg"], report["rows"]
+    panels: Dict[str, object] = {}
+    for (task, bs), d in agg.groupby(["task", "batch_size"], sort=False):
+        t = wandb.Table(dataframe=d[["label", "split", "latency_ms_p50_per_example", "score", "speedup"]]
+                        .assign(score=100 * d["score"]).reset_index(drop=True))
+        panels[f"frontier/{task}_bs{bs}"] = wandb.plot.scatter(
+            t, "latency_ms_p50_per_example", "score", title=f"{task} bs={bs}: score (%) vs median ms per example")
+        panels[f"ablation/{task}_bs{bs}"] = wandb.plot.bar(
+            t, "label", "speedup", title=f"{task} bs={bs}: speed-up vs static (median latency)")
+    for task in dict.fromkeys(agg["task"]):
+        series, _ = load_predictions(prediction_rows(rows, task, "exit"))
+        for label, p in series.items():
+            t = wandb.Table(dataframe=p[["exit_layer"]].astype(float))
+            panels[f"exit_layers/{task}/{safe_key(label)}"] = wandb.plot.histogram(
+                t, "exit_layer", title=f"{task}: exit layers, {label}")
+        series, _ = load_predictions(prediction_rows(rows, task, "prune"))
+        if series:
+            ret = pd.concat([p.assign(config=label, retention=p["tokens_final"] / p["tokens_in"].clip(lower=1))
+                             [["config", "tokens_in", "retention"]] for label, p in series.items()], ignore_index=True)
+            panels[f"token_retention/{task}"] = wandb.plot.scatter(
+                wandb.Table(dataframe=ret), "tokens_in", "retention", title=f"{task}: token retention vs input length")
+    lat = latency_batches(rows)
+    if len(lat):
+        for (task, bs), d in lat.groupby(["task", "batch_size"], sort=False):
+            t = wandb.Table(dataframe=d[["label", "batch_idx", "ms"]].reset_index(drop=True))
+            panels[f"latency_per_batch/{task}_bs{bs}"] = wandb.plot.line(
+                t, "batch_idx", "ms", stroke="label", title=f"{task} bs={bs}: latency per batch (ms)")
+    return panels
+
+
+def log_to_wandb(report: Dict[str, object], project: str) -> Optional[str]:
+    """Log the charts, the summary table, every figure and tables.md to one W&B run; returns its folder."""
     try:
         import wandb
     except ImportError:
         print("[eat.report] --wandb: wandb is not installed; skipped", file=sys.stderr)
-        return
+        return None
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     run = wandb.init(project=project, job_type="report", dir=os.path.dirname(report["tables"]))
     try:
-        run.log({"summary": wandb.Table(dataframe=report["summary"].astype(str)),
+        run.log({"summary": wandb.Table(dataframe=report["summary"].astype(str)), **wandb_panels(report),
                  **{os.path.splitext(os.path.basename(p))[0]: wandb.Image(p) for p in report["images"]}})
         run.save(report["tables"], base_path=os.path.dirname(report["tables"]), policy="now")
+        return run.dir
     finally:
         wandb.finish()
 
@@ -414,7 +618,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"[eat.report] note: {note}", file=sys.stderr)
     print(f"[eat.report] wrote {report['tables']} and {len(report['images'])} figures to {args.out}")
     if args.wandb:
-        log_to_wandb(report, args.wandb_project)
+        where = log_to_wandb(report, args.wandb_project)
+        if where and os.environ.get("WANDB_MODE", "offline") == "offline":
+            print(f"[eat.report] W&B run (offline) in {os.path.dirname(where)}: upload with `wandb login` then "
+                  f"`wandb sync {os.path.dirname(where)}`")
     return 0
 
 

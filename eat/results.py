@@ -25,6 +25,12 @@ COLUMNS: List[str] = [
     "throughput_eps",
     "avg_exit_layer", "num_layers", "avg_token_retention", "gflops_per_example", "gflops_static_per_example",
     "flops_reduction", "mechanism_params", "ckpt_path", "output_dir",
+    # where the mechanism settings came from: selection | dev | manual (RunConfig.operating_point_source)
+    "operating_point_source",
+    # rows of the declared harness (eat.bench): the passes, the baseline's label, and the median and the min-max
+    # of the per-pass speed-ups against it (empty in rows of the Lightning evaluation loop)
+    "harness", "passes", "speedup_vs", "speedup", "speedup_min", "speedup_max",
+    "latency_warning",
 ]
 
 
@@ -53,6 +59,10 @@ def config_hash(cfg: Mapping) -> str:
         payload = _under_run_dir(payload, str(cfg["output_dir"]))
     if isinstance(payload.get("trainer"), dict):  # progress bars do not change results
         payload["trainer"] = {k: v for k, v in payload["trainer"].items() if k != "enable_progress_bar"}
+    ckpt = (payload.get("callbacks") or {}).get("model_checkpoint") if isinstance(payload.get("callbacks"), dict) else None
+    if isinstance(ckpt, dict):  # what a checkpoint file keeps (optimizer state, last.ckpt) does not change results
+        payload["callbacks"] = {**payload["callbacks"], "model_checkpoint": {
+            k: v for k, v in ckpt.items() if k not in ("save_weights_only", "save_last")}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -68,23 +78,55 @@ def _format(row: Mapping) -> Dict[str, str]:
 
 
 def append_rows(path: str, rows: Iterable[Mapping]) -> None:
-    """Append rows to the CSV at `path` (header written if the file is new) in one locked write."""
+    """Append rows to the CSV at `path` (header written if the file is new) in one locked write.
+
+    A file written before columns were appended to COLUMNS is first rewritten with the new header (its rows
+    keep their values, the new columns stay empty), through a temp file and a rename, so a kill never leaves
+    a half-written table. A writer that was waiting on the old file notices the rename and starts over."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     for row in rows:
         writer.writerow(_format(row))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        data = buf.getvalue()
-        if os.fstat(fd).st_size == 0:
-            data = ",".join(COLUMNS) + "\n" + data
-        os.write(fd, data.encode())
-        os.fsync(fd)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                continue  # replaced by a migration while we waited: lock the new file instead
+            data = buf.getvalue()
+            if os.fstat(fd).st_size == 0:
+                data = ",".join(COLUMNS) + "\n" + data
+            else:
+                _migrate_header(path)
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                    continue
+            os.write(fd, data.encode())
+            os.fsync(fd)
+            return
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _migrate_header(path: str) -> None:
+    """Rewrite a results CSV whose header is an older prefix of COLUMNS with the current header."""
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+    if header == COLUMNS:
+        return
+    if header != COLUMNS[:len(header)]:
+        raise ValueError(f"{path}: its header is not an earlier version of eat.results.COLUMNS; "
+                         f"write to a new results_csv")
+    old = read_rows(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n", restval="")
+        w.writeheader()
+        w.writerows(old)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def read_rows(path: str) -> List[Dict[str, str]]:

@@ -14,11 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from eat import results
 from eat.callbacks.latency import LatencyCallback
-from eat.config import ConfigError, RunConfig, to_run_config
-from eat.data.glue import GLUEDataModule
+from eat.config import ConfigError, RunConfig, apply_operating_point, to_run_config
+from eat.data.glue import GLUEDataModule, check_sources
 from eat.data.tasks import TASKS
 from eat.lit_module import PREDICTION_FIELDS, EATModule
-from eat.model.build import build_encoder, keep_layers, load_tokenizer
+from eat.logs import quiet_logging, say
+from eat.preflight import check_against_model, splits_read  # noqa: F401 (check_against_model: API)
+from eat.model.build import build_encoder, load_tokenizer
 
 
 def set_env_defaults() -> None:
@@ -29,10 +31,21 @@ def set_env_defaults() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def build_module(run: RunConfig, tokenizer, eval_splits: List[str]) -> EATModule:
+def build_module(run: RunConfig, tokenizer, eval_splits: List[str], config_blocks: Optional[Dict] = None) -> EATModule:
     spec = TASKS[run.task.name]
     encoder = build_encoder(run.model, run.mechanism, spec.num_labels, tokenizer)
-    return EATModule(encoder, spec, run.optim, eval_splits)
+    return EATModule(encoder, spec, run.optim, eval_splits, config_blocks=config_blocks)
+
+
+def check_resumable(path: str) -> None:
+    """train.py ckpt_path=... resumes training: that needs the optimizer state a weights-only checkpoint lacks."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"ckpt_path={path!r}: file not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if "optimizer_states" not in ckpt:
+        raise ConfigError(f"ckpt_path={path!r} is a weights-only checkpoint (no optimizer state): training cannot "
+                          f"resume from it. Train with callbacks=resumable to keep resumable checkpoints "
+                          f"(checkpoints/last.ckpt), or start a new run from its weights with init_ckpt={path}")
 
 
 def load_checkpoint_weights(module: EATModule, path: str, fresh_mechanisms: bool = False) -> None:
@@ -53,23 +66,6 @@ def load_checkpoint_weights(module: EATModule, path: str, fresh_mechanisms: bool
         raise ConfigError(f"ckpt_path={path!r} has weights this model does not know: {bad[:6]}")
 
 
-def check_against_model(rc: RunConfig) -> None:
-    """Checks that need the model's depth (mechanism layers are rescaled to it), before the tokenizer or
-    any data is loaded: build the mechanisms alone, for the model's shape, and let them raise ConfigError."""
-    from eat.mechanisms import build_mechanisms
-    from eat.model.encoder import EncoderConfig
-    from eat.model.hub import encoder_config, resolve_checkpoint
-
-    num_labels = TASKS[rc.task.name].num_labels
-    m = rc.model
-    if m.pretrained is None:
-        c = EncoderConfig(arch=m.arch, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
-                          num_labels=num_labels)
-    else:
-        c = encoder_config(resolve_checkpoint(m.pretrained), num_labels)
-    build_mechanisms(rc.mechanism, keep_layers(c, m))
-
-
 def is_completed(rc: RunConfig, chash: str) -> bool:
     """True if the results table has a row for every (eval split, eval batch size) of this config: a job
     killed between two batch sizes has written only some of its rows and is not complete."""
@@ -79,14 +75,32 @@ def is_completed(rc: RunConfig, chash: str) -> bool:
     return all((s, str(bs)) in done for s in splits for bs in rc.eval_batch_sizes)
 
 
+def resolve_config(cfg: DictConfig) -> DictConfig:
+    """What an evaluation runs, before validation: the blocks the checkpoint carries (model, task, mechanism) where
+    the user chose none, then the mechanism block of `operating_point=FILE` (eat.select). Shared by eval.py and
+    the benchmark harness, so both evaluate exactly the same configuration."""
+    if not cfg.train and not OmegaConf.is_missing(cfg, "ckpt_path") and cfg.ckpt_path:
+        from eat.ckpt_config import apply_checkpoint_config
+
+        taken = apply_checkpoint_config(cfg, cfg.ckpt_path)  # model/task/mechanism the user did not choose
+        if taken:
+            say("[eat] from the checkpoint: " + " ".join(f"{b}={cfg[b].name}" for b in taken))
+    return apply_operating_point(cfg)
+
+
 def run(cfg: DictConfig) -> List[Dict]:
     set_env_defaults()
+    quiet_logging()
+    cfg = resolve_config(cfg)
     rc = to_run_config(cfg)  # every range check runs here, before any data or model is touched
     check_against_model(rc)  # mechanism layers vs the model's depth, still before any data
+    check_sources(rc.task, rc.data, splits_read(rc))  # files exist, or the hub answers: in seconds, one line
+    if rc.train and rc.ckpt_path:
+        check_resumable(rc.ckpt_path)
     plain = OmegaConf.to_container(cfg, resolve=True)
     chash = results.config_hash(plain)
     if rc.skip_completed and is_completed(rc, chash):
-        print(f"[eat] skip: {rc.results_csv} already has rows for config_hash={chash}")
+        say(f"[eat] skip: {rc.results_csv} already has rows for config_hash={chash}")
         return []
     if rc.threads:
         torch.set_num_threads(rc.threads)
@@ -94,7 +108,9 @@ def run(cfg: DictConfig) -> List[Dict]:
 
     tokenizer = load_tokenizer(rc.model)
     dm = GLUEDataModule(rc.task, rc.data, tokenizer, rc.seed)
-    module = build_module(rc, tokenizer, dm.eval_split_names)
+    from eat.ckpt_config import blocks_of
+
+    module = build_module(rc, tokenizer, dm.eval_split_names, config_blocks=blocks_of(cfg))
     if rc.init_ckpt:
         load_checkpoint_weights(module, rc.init_ckpt, fresh_mechanisms=True)
     loggers = [instantiate(node) for node in cfg.logger.values()]
@@ -109,7 +125,7 @@ def run(cfg: DictConfig) -> List[Dict]:
             best = next((c.best_model_path for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)), "")
             if best:
                 load_checkpoint_weights(module, best)
-            print(f"[eat] fit took {fit_s:.0f}s; best checkpoint: {best or '(none: last weights)'}")
+            say(f"[eat] fit took {fit_s:.0f}s; best checkpoint: {best or '(none: last weights)'}")
             if trainer.world_size > 1:
                 # Evaluation and results rows are rank 0's job, on one device. Leave the process group
                 # first: while it exists torchmetrics syncs metric states in `compute()` with ranks that
@@ -143,7 +159,7 @@ def prepare_for_eval(rc: RunConfig, module: EATModule, dm: GLUEDataModule) -> No
         from eat.calibration import calibrate_exits
 
         fitted = calibrate_exits(module.encoder, dm.head_dataloader(ex.calibration_split, ex.calibration_examples))
-        print(f"[eat] exit temperatures fitted on the first {ex.calibration_examples} rows of "
+        say(f"[eat] exit temperatures fitted on the first {ex.calibration_examples} rows of "
               f"{ex.calibration_split}: " + " ".join(f"L{k}={t:.3f}" for k, t in fitted.items()))
     if rc.runtime.name != "eager":
         from eat.runtimes import apply_runtime
@@ -184,16 +200,20 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
                 **{k: v for k, v in latency.summary(i).items() if k in results.COLUMNS},
                 "mechanism_params": json.dumps({k: v for k, v in mech.items() if k != "name"}, sort_keys=True),
                 "ckpt_path": ckpt or "", "output_dir": rc.output_dir,
+                "operating_point_source": rc.operating_point_source, "harness": "lightning",
             }
             rows.append(row)
             for lg in loggers:
                 lg.log_metrics({f"test/{split}/bs{bs}/{k}": v for k, v in row.items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            print(f"[eat] {rc.task.name} {split} mechanism={rc.mechanism.name} bs={bs}: "
-                  + " ".join(f"{m}={res['metrics'][m]:.4f}" for m in res["metrics"])
-                  + (f" latency_p50={row['latency_ms_p50']:.2f}ms" if "latency_ms_p50" in row else "")
-                  + f" avg_exit_layer={row.get('avg_exit_layer', 0):.2f}")
+            say(f"[eat] {rc.task.name} {split} mechanism={rc.mechanism.name} bs={bs}: "
+                + " ".join(f"{m}={res['metrics'][m]:.4f}" for m in res["metrics"])
+                + (f" latency_p50={row['latency_ms_p50']:.2f}ms" if "latency_ms_p50" in row else "")
+                + f" avg_exit_layer={row.get('avg_exit_layer', 0):.2f}")
+            if row.get("latency_warning"):
+                say(f"[eat] WARNING latency: {row['latency_warning']}")
         latency.write_csv(os.path.join(rc.output_dir, f"latency_batches_bs{bs}.csv"))
+        log_latency_to_wandb(loggers, latency.rows, bs, dm.eval_split_names)
         for lg in loggers:  # trainer.test already finalised the loggers: flush the rows logged after it
             lg.save()
         results.append_rows(rc.results_csv, rows)
@@ -203,6 +223,21 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
             lg.log_table(key="results", columns=results.COLUMNS, data=[[r.get(c) for c in results.COLUMNS]
                                                                      for r in all_rows])
     return all_rows
+
+
+def log_latency_to_wandb(loggers, rows: List[Dict], bs: int, split_names: List[str]) -> None:
+    """Per-batch latency of one batch size as a W&B table and a line chart (latency over batches)."""
+    for lg in loggers:
+        if type(lg).__name__ != "WandbLogger":
+            continue
+        import wandb
+
+        cols = ["split", "batch_idx", "ms", "tokens", "padded_length", "warmup"]
+        table = wandb.Table(columns=cols, data=[[split_names[r["dataloader_idx"]], r["batch_idx"], r["ms"],
+                                                 r["tokens"], r["padded_length"], r["warmup"]] for r in rows])
+        lg.experiment.log({f"latency_batches/bs{bs}": table,
+                           f"latency_per_batch/bs{bs}": wandb.plot.line(
+                               table, "batch_idx", "ms", stroke="split", title=f"latency per batch (ms), bs={bs}")})
 
 
 def finish_wandb(loggers) -> None:

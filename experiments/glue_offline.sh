@@ -7,7 +7,7 @@
 #        (GLUE folder: $EAT_GLUE_DIR or ../shared/data/glue; overrides go to both training runs)
 #        STEPS (default train,bench,frontier) picks the parts: train while the CPU is shared, bench on a quiet
 #        machine; `adapt` (not in the default) fine-tunes the whole static model with the mechanisms on
-#        (experiment=eat_adapt) and evaluates it at several exit thresholds, `adapt_bench` benchmarks it; REPEATS (default 2) interleaved benchmark repeats; FRONTIER_SAMPLES limits the frontier to the
+#        (experiment=eat_adapt) and evaluates it at several exit thresholds, `adapt_bench` benchmarks it; FRONTIER_SAMPLES limits the frontier to the
 #        first N evaluation examples (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,6 @@ STATIC=outputs/${TASK}_static_seed$SEED
 EAT=outputs/${TASK}_eat_seed$SEED
 ADAPT=outputs/${TASK}_adapt_seed$SEED
 STEPS=${STEPS:-train,bench,frontier}
-REPEATS=${REPEATS:-2}
 FRONTIER_LIMIT=${FRONTIER_SAMPLES:+data.max_eval_samples=$FRONTIER_SAMPLES}
 COMMON=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$RES)
 
@@ -38,12 +37,15 @@ if [[ $STEPS == *train* ]]; then
 fi
 
 if [[ $STEPS == *bench* ]]; then
-# 3. static vs EAT and its parts without sparse attention (hf_static is in the SST-2 benchmark), side by side:
-#    bs=32 on the full evaluation split, bs=1 on its first 1,000 examples (latency only: predictions do not
-#    depend on the batch size)
-$PY experiments/bench_mechanisms.py --task $TASK --ckpt $EAT/checkpoints/best.ckpt --glue $GLUE --repeats $REPEATS --bs1-examples 1000 \
-  --only none,exit,prune+exit,prune+sparse+exit --out-dir outputs/bench_$TASK \
-  --results experiments/results/${TASK}_bench.csv --summary experiments/bench_$TASK.md experiment=$EXP
+# 3. static vs EAT and its parts, timed by the declared harness (eat.bench): bs=32 on the full evaluation split,
+#    bs=1 on its first 2,000 examples (predictions do not depend on the batch size)
+for BS in 32 1; do
+  LIM=(); [ $BS = 1 ] && LIM=(--max-examples 2000)
+  $PY experiments/bench_mechanisms.py --task $TASK --ckpt $EAT/checkpoints/best.ckpt --glue $GLUE --batch-sizes $BS \
+    "${LIM[@]}" --only none,exit,prune+exit,prune+sparse+exit --common experiment=$EXP \
+    --predictions experiments/results/predictions/${TASK}_bench --results experiments/results/${TASK}_bench.csv \
+    --summary experiments/bench_$TASK.md
+done
 fi
 
 if [[ $STEPS == *frontier* ]]; then
@@ -71,8 +73,12 @@ $PY eval.py -m experiment=$EXP ckpt_path=$ADAPT/checkpoints/best.ckpt mechanism=
 fi
 
 if [[ $STEPS == *adapt_bench* ]]; then
-# 6. the adapted model side by side with the static one (bs=32 full split, bs=1 first 1,000 examples)
-$PY experiments/bench_mechanisms.py --task $TASK --ckpt $ADAPT/checkpoints/best.ckpt --glue $GLUE --repeats $REPEATS \
-  --bs1-examples 1000 --only none,prune+sparse+exit --out-dir outputs/bench_${TASK}_adapt \
-  --results experiments/results/${TASK}_adapt_bench.csv --summary experiments/bench_${TASK}_adapt.md experiment=$EXP
+# 6. the adapted model side by side with the static one (bs=32 full split, bs=1 first 2,000 examples)
+for BS in 32 1; do
+  LIM=(); [ $BS = 1 ] && LIM=(--max-examples 2000)
+  $PY experiments/bench_mechanisms.py --task $TASK --ckpt $ADAPT/checkpoints/best.ckpt --glue $GLUE --batch-sizes $BS \
+    "${LIM[@]}" --only none,prune+sparse+exit --common experiment=$EXP \
+    --predictions experiments/results/predictions/${TASK}_adapt_bench --results experiments/results/${TASK}_adapt_bench.csv \
+    --summary experiments/bench_${TASK}_adapt.md
+done
 fi

@@ -80,6 +80,21 @@ def test_wandb_offline_run_has_the_final_metrics(tmp_path, monkeypatch):
     assert logged["config_hash"] == row["config_hash"] and logged["batch_size"] == 4
     assert list(Path(runs[0]).glob("run-*.wandb"))  # the run log that `wandb sync` uploads
 
+    # Read the run file back (what `wandb sync` would upload): the per-batch latency table and its line chart.
+    from eat.wandb_logger import read_offline_run
+
+    logged_run = read_offline_run(str(next(Path(runs[0]).glob("run-*.wandb"))))
+    latency = logged_run["history"]
+    assert latency["latency_batches/bs4/_type"] == "table-file"
+    batches = read_csv(tmp_path / "run" / "latency_batches_bs4.csv")
+    assert latency["latency_batches/bs4/nrows"] == len(batches) == 6  # 24 rows / bs 4
+    chart = logged_run["config"]["_wandb/visualize/latency_per_batch/bs4"]
+    assert chart["panel_config"]["panelDefId"] == "wandb/line/v0"
+    assert chart["panel_config"]["fieldSettings"]["x"] == "batch_idx"
+    table = json.loads(Path(runs[0], "files", latency["latency_batches/bs4/path"]).read_text())
+    ms = [r[table["columns"].index("ms")] for r in table["data"]]
+    assert ms == pytest.approx([float(r["ms"]) for r in batches], rel=1e-6)
+
 
 @needs_glue
 def test_eval_script_on_a_checkpoint_agrees_across_batch_sizes(tmp_path):

@@ -38,31 +38,6 @@ def test_long_sequence_study_writes_one_row_per_length_and_mechanism(tmp_path):
     assert (tmp_path / "report" / "long_sequences.png").stat().st_size > 0
 
 
-@needs_glue
-def test_interleaved_benchmark_times_every_configuration_on_the_same_batches(tmp_path):
-    from eat.runner import run
-
-    run(compose_cfg(tiny_overrides(tmp_path, "mechanism=exit", "eval_batch_sizes=[8]")))
-    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
-    small = ["model=tiny", "data.max_eval_samples=24"]
-    out = tmp_path / "interleaved.txt"
-    assert load("bench_interleaved").main([
-        "--ckpt", str(ckpt), "--glue", str(GLUE_DIR), "--batch-size", "8", "--passes", "2", "--out", str(out),
-        "--config", "static", "mechanism=none", *small,
-        "--config", "hf", "mechanism=none", "peer=hf_static", *small,
-        "--config", "exit never", "mechanism=exit", "mechanism.exit.threshold=1.0", *small,
-        "--config", "exit calibrated", "mechanism=exit", "mechanism.exit.calibration_split=train",
-        "mechanism.exit.calibration_examples=16", *small]) == 0
-    text = out.read_text()
-    assert text.startswith("# ") and "bench_interleaved.py" in text.splitlines()[0]  # the command, rerunnable
-    stats = dict(re.findall(r"^  (.+?): .*accuracy ([0-9.]+), avg exit layer", text, re.M))
-    layers = dict(re.findall(r"^  (.+?): .*avg exit layer ([0-9.]+)", text, re.M))
-    assert set(stats) == {"static", "hf", "exit never", "exit calibrated"}
-    assert stats["hf"] == stats["exit never"] == stats["static"]  # same weights, same 24 examples
-    assert layers["static"] == layers["exit never"] == "4.00"  # model=tiny has 4 layers; nobody left early
-    assert "speed-up 1.000x" in text.splitlines()[2]  # the baseline against itself
-
-
 def test_trained_combinations_table_compares_each_cpu_row_with_the_static_run_and_the_gpu_row(tmp_path, capsys):
     def write(path, rows):
         cols = ["mechanism", "mode", "seed", "batch_size", "accuracy", "avg_exit_layer", "avg_token_retention",
@@ -95,3 +70,41 @@ def test_trained_combinations_table_compares_each_cpu_row_with_the_static_run_an
     assert load("table_trained_combos").main(args[:4] + ["--gpu", str(tmp_path / "bad.csv")] + args[6:]) == 2
     assert "bad.csv: missing columns ['mode'," in capsys.readouterr().err
     assert not (tmp_path / "t.md").exists()
+
+
+def test_headline_table_aggregates_seeds_and_calls_small_differences_no_difference(tmp_path, capsys):
+    cols = ["harness", "speedup", "speedup_min", "speedup_max", "speedup_vs", "output_dir", "seed", "batch_size",
+            "accuracy", "n_examples", "operating_point_source", "latency_ms_per_example", "avg_exit_layer", "mechanism"]
+
+    def row(label, seed, bs, acc, speed, src="manual", harness="eat.bench"):
+        return [harness, speed, speed * 0.9, speed * 1.1, "static", f"predictions/seed{seed}/{label}", seed, bs, acc,
+                872, src, 1.0 / speed, 6 if label == "static" else 3, "exit"]
+
+    rows = [row("static", s, 1, 0.88, 1.0) for s in (42, 43)]
+    rows += [row("eat", 42, 1, 0.88 + 2 / 872, 1.9, "selection"), row("eat", 43, 1, 0.88 - 3 / 872, 1.7, "selection")]
+    rows += [row("static", s, 32, 0.88, 1.0) for s in (42, 43)]
+    rows += [row("eat", s, 32, 0.88 - 10 / 872, 1.5, "selection") for s in (42, 43)]
+    path = tmp_path / "h.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        w.writerows(rows)
+    out = tmp_path / "h.md"
+    assert load("table_headline").main(["--results", str(path), "--out", str(out), "--targets", "1=1.8,32=1.6"]) == 0
+    text = out.read_text()
+    bs1, bs32 = text.split("### batch size 32")
+    eat1 = next(ln for ln in bs1.splitlines() if ln.startswith("| eat |"))
+    assert "no measurable difference (+2, -3 examples)" in eat1 and "| 1.80x |" in eat1  # median of 1.9 and 1.7
+    assert "1.90x [1.71-2.09]" in eat1 and "selection" in eat1
+    assert "met (accuracy)" in bs1 and "met (speed)" in bs1
+    eat32 = next(ln for ln in bs32.splitlines() if ln.startswith("| eat |"))
+    assert "-1.15 points (-10, -10 examples)" in eat32
+    assert "missed (accuracy)" in bs32 and "missed (speed)" in bs32
+    rows[0][0] = "lightning"  # a row of another harness is refused, with its line
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        w.writerows(rows)
+    assert load("table_headline").main(["--results", str(path), "--out", str(tmp_path / "x.md")]) == 2
+    assert f"{path}:2: not a row of the declared harness" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()

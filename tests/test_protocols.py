@@ -19,9 +19,11 @@ def datamodule(overrides):
 @needs_glue
 def test_qqp_offline_trains_on_the_first_30000_dev_rows_and_evaluates_on_the_rest():
     rc, dm = datamodule(["experiment=qqp_offline"])
-    train, val = dm.read("train"), dm.read("validation")
+    train, val, sel = dm.read("train"), dm.read("validation"), dm.read("selection")
     assert rc.task.name == "qqp" and dm.eval_split_names == ["validation"]
-    assert len(train["label"]) == 30_000 and len(val["label"]) == 10_430
+    # rows 0:30000 are the training part: 2,000 of them are held out as the selection split
+    assert len(sel["label"]) == 2_000 and 30_000 - 2_000 - 50 <= len(train["label"]) <= 28_000
+    assert len(val["label"]) == 10_430 and max(train["idx"] + sel["idx"]) < 30_000
     assert not set(train["idx"]) & set(val["idx"])  # disjoint rows of the same file
     assert (train["text_a"][0], train["text_b"][0]) != (val["text_a"][0], val["text_b"][0])
 
@@ -30,8 +32,10 @@ def test_qqp_offline_trains_on_the_first_30000_dev_rows_and_evaluates_on_the_res
 def test_mnli_offline_trains_on_mismatched_and_evaluates_on_matched_only():
     rc, dm = datamodule(["experiment=mnli_offline"])
     assert dm.eval_split_names == ["validation_matched"] and rc.data.group_by_length
-    train, val = dm.read("train"), dm.read("validation_matched")
-    assert len(train["label"]) == 9_832 and len(val["label"]) == 9_815
+    train, val, sel = dm.read("train"), dm.read("validation_matched"), dm.read("selection")
+    # dev_mismatched is the training part: 1,000 of its rows are held out as the selection split
+    assert len(sel["label"]) == 1_000 and 9_832 - 1_000 - 50 <= len(train["label"]) <= 8_832
+    assert len(val["label"]) == 9_815
     assert not set(zip(train["text_a"], train["text_b"])) & set(zip(val["text_a"], val["text_b"]))
 
 

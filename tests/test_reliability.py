@@ -27,7 +27,8 @@ STEPS_PER_EPOCH = 6  # data.max_train_samples=48 / data.batch_size=8 (TINY)
 
 
 def base(*extra: str):
-    return [*TINY, "threads=1", f"data.dir={GLUE_DIR}", *extra]
+    # callbacks=resumable: the shared first run is resumed below (the default keeps a weights-only best.ckpt)
+    return [*TINY, "threads=1", f"data.dir={GLUE_DIR}", "callbacks=resumable", *extra]
 
 
 def in_process(overrides):

@@ -78,6 +78,10 @@ def make_synthetic(tmp_path: Path) -> Path:
         write_predictions(runs / "p1", bs, [6] * 6, lengths, [5, 9, 14, 18, 23, 27])
         write_predictions(runs / "e9", bs, [2, 2, 4, 6, 6, 6], lengths, lengths)
     write_predictions(runs / "e8", 1, [1, 2, 2, 2, 3, 6], lengths, lengths)
+    for name, ms in (("s1", 10.0), ("e9", 8.0)):  # per-batch timings, as LatencyCallback writes them
+        pd.DataFrame({"dataloader_idx": 0, "batch_idx": range(6), "batch_size": 1, "tokens": lengths,
+                      "padded_length": lengths, "ms": [ms + i for i in range(6)], "warmup": [True] + [False] * 5}
+                     ).to_csv(runs / name / "latency_batches_bs1.csv", index=False)
     return tmp_path
 
 
@@ -194,6 +198,54 @@ def test_report_as_a_module_with_wandb(synthetic):
     assert logged == {p[:-4] for p in pngs}
     assert list((files / "media" / "table").glob("summary_*.table.json"))
     assert (files / "tables.md").read_text() == md
+
+    # The dashboard panels, read back from the run file that `wandb sync` uploads: one W&B custom chart per
+    # view (frontier, ablation, exit-layer histograms, token retention, latency per batch), each over a table.
+    from eat.wandb_logger import read_offline_run
+
+    logged_run = read_offline_run(str(next(runs[0].glob("run-*.wandb"))))
+    panels = {k.split("_wandb/visualize/")[1]: v["panel_config"]["panelDefId"]
+              for k, v in logged_run["config"].items() if k.startswith("_wandb/visualize/")}
+    assert panels["frontier/sst2_bs1"] == "wandb/scatter/v0"
+    assert panels["ablation/sst2_bs1"] == "wandb/bar/v0"
+    assert panels["token_retention/sst2"] == "wandb/scatter/v0"
+    assert panels["latency_per_batch/sst2_bs1"] == "wandb/line/v0"
+    hists = sorted(k for k, v in panels.items() if k.startswith("exit_layers/sst2/"))
+    assert len(hists) == 2 and all(panels[k] == "wandb/histogram/v0" for k in hists)  # thresholds 0.8 and 0.9
+    history = logged_run["history"]
+    frontier = json.loads((files / history["frontier/sst2_bs1_table/path"]).read_text())
+    points = {r[frontier["columns"].index("label")]: r for r in frontier["data"]}
+    prune = points["prune/compute"]
+    assert prune[frontier["columns"].index("speedup")] == pytest.approx(2.0)
+    assert prune[frontier["columns"].index("latency_ms_p50_per_example")] == pytest.approx(5.0)
+    latency = json.loads((files / history["latency_per_batch/sst2_bs1_table/path"]).read_text())
+    assert len(latency["data"]) == 12  # 6 batches of each of the two runs that have timings
+
+
+def test_report_labels_medians_sorting_warnings_and_determinism(tmp_path):
+    """Calibrated and uncalibrated rows at one threshold get different labels (a setting present in one row and
+    absent in the other); thresholds sort by value (0.9 before 0.95); speed-ups use medians (p50) even when the
+    means disagree; a latency warning reaches the table and the notes; two runs are byte-identical."""
+    cal = params(exit={"threshold": 0.9, "calibration_split": "train", "temperatures": [0.8, 0.9]})
+    rows = [row("s", "none", "compute", 1, 0.90, 10.0, latency_ms_mean=50.0),
+            row("a", "exit", "compute", 1, 0.91, 5.0, prm=params(exit={"threshold": 0.95}), latency_ms_mean=90.0,
+                latency_warning="p99 90.0 ms > 5x p50 5.0 ms: stalled batches"),
+            row("b", "exit", "compute", 1, 0.89, 4.0, prm=params(exit={"threshold": 0.9})),
+            row("c", "exit", "compute", 1, 0.92, 4.5, prm=cal)]
+    results.append_rows(str(tmp_path / "r.csv"), rows)
+    for out in ("x", "y"):
+        assert report.main(["--results", str(tmp_path / "r.csv"), "--out", str(tmp_path / out)]) == 0
+    table = table_lines((tmp_path / "x" / "tables.md").read_text(), "sst2", 1)
+    labels = [r["params"] for r in table if r["mechanism"] == "exit"]
+    assert len(set(labels)) == 3, labels
+    assert [lab.split(",")[0] for lab in labels] == ["exit.threshold=0.9", "exit.threshold=0.9",
+                                                     "exit.threshold=0.95"], labels
+    warned = find(table, params=next(lab for lab in labels if "0.95" in lab))
+    assert warned["speed-up"] == "2.00x"  # 10 / 5 from the medians; the means (50 / 90) would say 0.56x
+    assert warned["latency warning"] == "p99 > 5x p50"
+    assert "stalled batches" in (tmp_path / "x" / "tables.md").read_text()
+    for f in sorted((tmp_path / "x").iterdir()):
+        assert f.read_bytes() == (tmp_path / "y" / f.name).read_bytes(), f.name
 
 
 def test_missing_columns_and_files_fail_with_the_file_named(synthetic, capsys):

@@ -64,7 +64,7 @@ class LatencyCallback(pl.Callback):
         return {"latency_ms_mean": statistics.fmean(ms), "latency_ms_p50": percentile(ms, 50),
                 "latency_ms_p90": percentile(ms, 90), "latency_ms_p99": percentile(ms, 99),
                 "latency_ms_per_example": sum(ms) / n, "throughput_eps": n / (sum(ms) / 1e3),
-                "timed_batches": len(timed), "timed_examples": n}
+                "timed_batches": len(timed), "timed_examples": n, "latency_warning": latency_warning(ms)}
 
     def write_csv(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -73,3 +73,25 @@ class LatencyCallback(pl.Callback):
                                               "padded_length", "ms", "warmup"], lineterminator="\n")
             w.writeheader()
             w.writerows(self.rows)
+
+
+# A p99 this far above the median means some batches stalled (other jobs, too many threads on a busy CPU):
+# the mean and the throughput are then unreliable; the median still is.
+TAIL_RATIO = 5.0
+WARMUP_RATIO = 2.0  # the first timed batches this much slower than the median: warm-up was too short
+
+
+def latency_warning(ms: List[float]) -> str:
+    """Why these timings may not be trusted ("" when nothing looks wrong)."""
+    if not ms:
+        return ""
+    p50, p99 = percentile(ms, 50), percentile(ms, 99)
+    out = []
+    if p99 > TAIL_RATIO * p50:
+        out.append(f"p99 {p99:.1f} ms > {TAIL_RATIO:g}x p50 {p50:.1f} ms: stalled batches (busy machine? "
+                   f"set threads= to fewer threads than free cores)")
+    head = ms[:max(1, min(5, len(ms) // 10))]
+    if len(ms) >= 4 and statistics.median(head) > WARMUP_RATIO * p50:
+        out.append(f"warm-up too short: the first {len(head)} timed batches took {statistics.median(head) / p50:.1f}x "
+                   f"the median (raise callbacks.latency.warmup_batches)")
+    return "; ".join(out)

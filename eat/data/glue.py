@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from eat.config import DataConfig, TaskConfig
-from eat.data.sources import Columns, DataError, load_split, slice_columns
+from eat.data.sources import Columns, DataError, check_sources, load_split, slice_columns  # noqa: F401
 from eat.data.tasks import TASKS, TaskSpec
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import glob
 import os
+import socket
 from typing import Dict, List, Optional
 
-from eat.data.tasks import TaskSpec
+from eat.data.tasks import TASKS, TaskSpec, missing_file_hint
 
 Columns = Dict[str, list]
 
@@ -121,3 +122,39 @@ def slice_columns(cols: Columns, spec: str) -> Columns:
     """Apply a "start:stop" row slice (the QQP offline protocol trains on rows 0:30000 of dev)."""
     start, stop = (int(p) if p.strip() else None for p in spec.split(":"))
     return {k: v[start:stop] for k, v in cols.items()}
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_sources(task, data, splits: List[str], connect_timeout: float = 3.0) -> None:
+    """Before the tokenizer or the model is loaded: every local file the run will read exists, and the hub is
+    reachable when the data comes from it. One DataError line that says what to do, in a few seconds at most
+    (the datasets library would otherwise retry the hub with back-off for ~30 s)."""
+    spec = TASKS[task.name]
+    source = data.source if data.source != "auto" else ("tsv" if data.dir else "hub")
+    wanted = list(dict.fromkeys("train" if s == "selection" else s for s in splits))
+    if source == "tsv" or any(s in data.split_files for s in wanted):
+        for split in wanted:
+            file = data.split_files.get(split)
+            if file is None and source != "tsv":
+                continue
+            path = file or os.path.join(data.dir or ".", spec.folder, spec.split_files[split])
+            found = glob.glob(path) if any(c in path for c in "*?[") else os.path.isfile(path)  # parquet patterns
+            if not found:
+                raise DataError(f"{path}: file not found ({missing_file_hint(spec, split)})")
+    if source != "hub" or all(s in data.split_files for s in wanted):
+        return
+    fix = "point data.dir (or EAT_GLUE_DIR) at a local GLUE folder (README: Data)"
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if _env_true(var):
+            raise DataError(f"data.dir is not set, so task {task.name} would be read from the hub "
+                            f"({data.hub_path}), but {var}={os.environ[var]}: {fix}")
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host.split(":")[0], int(host.split(":")[1]) if ":" in host else 443),
+                                 timeout=connect_timeout).close()
+    except OSError as e:
+        raise DataError(f"data.dir is not set and the hub ({host}) cannot be reached "
+                        f"({type(e).__name__}: {e or 'timed out'}): offline? {fix}") from None

@@ -65,3 +65,20 @@ TASKS: Dict[str, TaskSpec] = {
                  {"train": "train.tsv", "validation": "dev.tsv"}, tsv_text_columns=("sentence1", "sentence2")),
     ]
 }
+
+# Protocols for machines that have a task's dev files but not its official train split (conf/experiment/).
+OFFLINE_PROTOCOLS: Dict[str, str] = {
+    "mnli": "experiment=mnli_offline (trains on dev_mismatched.tsv, evaluates on dev_matched.tsv)",
+    "qqp": "experiment=qqp_offline (trains on rows 0:30000 of dev.tsv, evaluates on the rest)",
+}
+
+
+def missing_file_hint(spec: TaskSpec, split: str) -> str:
+    """What to do when a split's file is missing: the task's offline protocol if it has one, else where the
+    GLUE files go."""
+    need = f"task {spec.name} needs {spec.folder}/{spec.split_files.get(split, 'train.tsv')} for split {split!r}"
+    if split in ("train", "selection") and spec.name in OFFLINE_PROTOCOLS:
+        return f"{need}; without the official train split use the offline protocol {OFFLINE_PROTOCOLS[spec.name]}"
+    return (f"{need}; put the GLUE files at data.dir/{spec.folder}/ (README: Data), or set "
+            f"data.split_files.{'train' if split == 'selection' else split}=FILE")
+

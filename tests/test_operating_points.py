@@ -1,0 +1,143 @@
+"""Operating points chosen on held-out data (the selection split, eat.select) and timed by the one declared
+harness (eat.bench)."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import GLUE_DIR, ROOT, compose_cfg, needs_glue, tiny_overrides
+
+
+def datamodule(overrides):
+    from eat.config import to_run_config
+    from eat.data.glue import GLUEDataModule
+
+    rc = to_run_config(compose_cfg([f"data.dir={GLUE_DIR}", "logger=none", "output_dir=unused", *overrides]))
+    return GLUEDataModule(rc.task, rc.data, None, rc.seed)
+
+
+# ------------------------------------------------------------------------------------------ selection split
+@needs_glue
+def test_sst2_selection_split_is_deterministic_and_disjoint_from_training_and_dev():
+    dm = datamodule(["task=sst2"])
+    train, sel, dev = dm.read("train"), dm.read("selection"), dm.read("validation")
+    assert len(sel["idx"]) == 2000  # data.selection_examples' default
+    again = datamodule(["task=sst2", "seed=7"]).read("selection")  # the run's seed does not move it
+    assert again["idx"] == sel["idx"]
+    assert not set(train["idx"]) & set(sel["idx"])  # disjoint rows ...
+    assert not set(train["text_a"]) & set(sel["text_a"])  # ... and texts (train.tsv repeats some lines)
+    assert not set(sel["text_a"]) & set(dev["text_a"])
+    assert len(train["idx"]) + len(sel["idx"]) <= 67349
+    other = datamodule(["task=sst2", "data.selection_seed=1"]).read("selection")
+    assert other["idx"] != sel["idx"]  # the seed really draws the rows
+
+
+@needs_glue
+def test_offline_protocols_carve_selection_from_their_training_part():
+    qqp = datamodule(["experiment=qqp_offline", "data.selection_examples=500"])
+    train, sel, val = qqp.read("train"), qqp.read("selection"), qqp.read("validation")
+    assert len(sel["idx"]) == 500 and max(sel["idx"]) < 30000  # rows 0:30000 of QQP dev are the training part
+    assert not set(train["idx"]) & set(sel["idx"]) and min(val["idx"]) >= 30000
+    mnli = datamodule(["experiment=mnli_offline", "data.selection_examples=300"])
+    m_train, m_sel = mnli.read("train"), mnli.read("selection")  # carved from dev_mismatched (its train file)
+    assert len(m_sel["idx"]) == 300 and len(m_train["idx"]) <= 9832 - 300
+    assert not set(zip(m_train["text_a"], m_train["text_b"])) & set(zip(m_sel["text_a"], m_sel["text_b"]))
+    matched = mnli.read("validation_matched")
+    assert not set(zip(m_sel["text_a"], m_sel["text_b"])) & set(zip(matched["text_a"], matched["text_b"]))
+
+
+@needs_glue
+def test_selection_off_and_too_large():
+    from eat.data.sources import DataError
+
+    dm = datamodule(["task=sst2", "data.selection_examples=0"])
+    assert len(dm.read("train")["idx"]) == 67349 and dm.read("selection")["idx"] == []
+    big = datamodule(["experiment=qqp_offline", "data.selection_examples=30000"])
+    with pytest.raises(DataError, match=r"data.selection_examples=30000 .* only 30000 rows"):
+        big.read("train")
+
+
+# ------------------------------------------------------------------------------------------ the harness
+def test_harness_measures_an_injected_delay_by_the_right_factor_with_rotating_order():
+    from eat import bench
+
+    def sleeper(ms):
+        def step(_):
+            time.sleep(ms / 1e3)
+            return ms
+        return step
+
+    # 20 ms of "work" and the same step with 40 ms injected: 3x slower. Delays are long against the scheduling
+    # jitter of a busy 2-core machine (a few ms), so the median per-pass ratio must land near 1/3.
+    steps = {"base": sleeper(20), "slow": sleeper(60), "same": sleeper(20)}
+    t = bench.interleave(steps, batches=list(range(12)), passes=5, warmup=1)
+    ratios = t.ratios("slow", "base")
+    assert len(ratios) == 5 and len(t.pass_ms["base"]) == 5  # per-pass ratios, one per pass
+    med = sorted(ratios)[2]
+    assert 0.8 * (4 / 12) < med < 1.2 * (4 / 12)  # 3x slower, within sleep's jitter on a busy machine
+    assert 0.8 < sorted(t.ratios("same", "base"))[2] < 1.2
+    firsts = [order[0] for order in t.order]
+    assert {n: firsts.count(n) for n in steps} == {"base": 4, "slow": 4, "same": 4}  # the order rotates
+    assert all(sorted(o) == sorted(steps) for o in t.order)  # every configuration runs on every batch
+
+
+@needs_glue
+def test_harness_rejects_a_mistyped_configuration_with_one_line_and_writes_nothing(tmp_path):
+    res = tmp_path / "r.csv"
+    cmd = [sys.executable, "-m", "eat.bench", "--glue", str(GLUE_DIR), "--common", "model=tiny",
+           "data.max_eval_samples=8", "--config", "typo", "mechanism=prun", "--config", "static", "mechanism=none",
+           "--results", str(res)]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    err = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "mechanism=prun" in err[0], p.stderr[-2000:]
+    assert not res.exists()
+
+
+# ------------------------------------------------------------------------------------------ end to end
+@needs_glue
+def test_make_select_then_make_bench_on_a_tiny_model(tmp_path):
+    from eat.runner import run
+
+    run(compose_cfg(tiny_overrides(tmp_path, "mechanism=exit", "eval_batch_sizes=[8]")))
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    op, res, bres = tmp_path / "sel" / "op.yaml", tmp_path / "dev.csv", tmp_path / "bench" / "results.csv"
+    small = "model=tiny data.max_eval_samples=24 threads=1"
+    make = ["make", "-s", "-C", str(ROOT), f"CKPT={ckpt}", f"GLUE={GLUE_DIR}", f"OVERRIDES={small}",
+            f"SELECT_OUT={op}", f"RESULTS={res}", f"BENCH_RESULTS={bres}", f"PY={sys.executable}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    grid = "grid=smoke batch_size=8 threads=1"
+    p = subprocess.run([*make, "select", f"SELECT_ARGS={grid}"], capture_output=True, text=True, env=env, timeout=400)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "[eat] select: chose" in p.stdout
+    table = list(csv.DictReader(open(op.parent / "selection.csv")))
+    assert len(table) == 4 and table[0]["label"].startswith("static")  # static + the 3 grid points
+    from omegaconf import OmegaConf
+
+    chosen = OmegaConf.load(op)
+    assert chosen.operating_point_source == "selection" and chosen.chosen.split == "selection"
+    rows = list(csv.DictReader(open(res)))  # the dev evaluation, once, at the chosen point
+    assert rows and all(r["operating_point_source"] == "selection" for r in rows)
+    assert {r["split"] for r in rows} == {"validation"}
+    assert all(str(chosen.mechanism.exit.threshold) in r["mechanism_params"] for r in rows)
+
+    p = subprocess.run([*make, "bench", "BENCH_ARGS=--batch-sizes 1 8 --threads 1 --warmup 1"], capture_output=True,
+                       text=True, env=env, timeout=400)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = list(csv.DictReader(open(bres)))
+    assert len(rows) == 6  # 3 configurations x 2 batch sizes
+    for r in rows:
+        assert r["harness"] == "eat.bench" and int(r["passes"]) >= 5 and r["speedup_vs"] == "static"
+        assert float(r["speedup_min"]) <= float(r["speedup"]) <= float(r["speedup_max"])
+        assert (bres.parent / r["output_dir"] / f"predictions_validation_bs{r['batch_size']}.csv").is_file()
+    by = {(r["model"], r["mechanism"], r["batch_size"]): r for r in rows}
+    assert by[("tiny", "none", "1")]["speedup"] == "1"  # the baseline
+    assert by[("hf_static", "none", "8")]["accuracy"] == by[("tiny", "none", "8")]["accuracy"]  # same weights
+    eat_rows = [r for r in rows if r["operating_point_source"] == "selection"]
+    assert len(eat_rows) == 2 and eat_rows[0]["accuracy"] == eat_rows[1]["accuracy"]  # batch invariance
+    assert "median of the per-pass ratios" in (bres.parent / "summary.md").read_text()
