@@ -2,7 +2,8 @@
 
 - fp32 runtimes give the eager logits (1e-4) with the same exits and kept tokens; INT8 runtimes agree with
   fp32 on >= 99% of SST-2 dev predictions (the real fine-tuned MiniLM-L6, when a checkpoint exists);
-- every runtime is batch-invariant with the mechanisms on (bs=1 vs one big batch);
+- fp32 runtimes are batch-invariant with the mechanisms on (bs=1 vs one big batch); INT8 ones are checked on
+  a trained checkpoint (and are not invariant today: activation scales are per batch);
 - a runtime that cannot run a mechanism fails at start-up with a clear message;
 - peers and runtimes run through eval.py end to end on model=tiny.
 All ORT sessions are real ONNX Runtime sessions of graphs exported from the model under test.
@@ -24,7 +25,6 @@ from eat.peers import build_peer
 from eat.runtimes import OrtLayer, apply_runtime
 from tests.conftest import GLUE_DIR, ROOT, compose_cfg, needs_glue, run_script, tiny_overrides
 
-RUNTIMES = ["eager", "int8", "ort", "ort_int8"]
 
 
 def _tiny_eat(seed: int = 0) -> Encoder:
@@ -99,8 +99,11 @@ def test_fp32_ort_peer_equals_eager_static_logits():
     assert torch.equal(b.exit_layer, torch.full_like(b.exit_layer, 3)) and torch.equal(b.flops, a.static_flops)
 
 
-@pytest.mark.parametrize("name", RUNTIMES)
-def test_every_runtime_is_batch_invariant_with_mechanisms_on(name):
+@pytest.mark.parametrize("name", ["eager", "ort"])
+def test_fp32_runtimes_are_batch_invariant_with_mechanisms_on(name):
+    """fp32 only: dynamic INT8 quantizes activations with one scale per tensor, i.e. per batch (padding
+    included), so INT8 predictions depend on the batch; on MiniLM they do (experiments/runtimes_tried.md),
+    and test_int8_runtimes_agree_with_fp32_on_sst2_dev checks INT8 invariance on a trained checkpoint."""
     torch.set_num_threads(1)
     enc = _runtime(_tiny_eat(), name)
     ids, mask, lengths = _rows()
@@ -169,6 +172,13 @@ def test_int8_runtimes_agree_with_fp32_on_sst2_dev():
                         ("peer=hf_int8", build_peer("hf_int8", enc)), ("peer=ort_int8", build_peer("ort_int8", enc))]:
         agree = float((_predict(model, batches, order) == fp32).float().mean())
         assert agree >= 0.99, f"{name}: {agree:.4f} of dev predictions agree with fp32"
+        # batch invariance: the first 200 dev sentences one by one give the predictions of the batches
+        with torch.no_grad():
+            single = torch.cat([model(e["input_ids"], e["attention_mask"], e["token_type_ids"]).logits.argmax(-1)
+                                for e in (tok([s], return_tensors="pt") for s in dev_s[:200])])
+        batched = _predict(model, batches, order)[:200]
+        assert torch.equal(single, batched), f"{name}: {int((single != batched).sum())} of 200 predictions change " \
+                                             f"between bs=1 and batches of 64"
 
 
 # ----------------------------------------------------------------------------- start-up checks
