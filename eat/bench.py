@@ -268,7 +268,7 @@ def rows_for(timing: Timing, built: Dict[str, Built], batches, split: str, batch
             "latency_ms_per_example": pass_med / n, "throughput_eps": n / (pass_med / 1e3),
             "mechanism_params": json.dumps({k: v for k, v in mech.items() if k != "name"}, sort_keys=True),
             "ckpt_path": rc.ckpt_path or "", "output_dir": out_dir,
-            "operating_point_source": rc.operating_point_source, "harness": "eat.bench",
+            "operating_point_source": rc.operating_point_source, "harness": "eat.bench", "runtime": rc.runtime.name,
             "passes": len(timing.pass_ms[name]), "speedup_vs": base, "speedup": statistics.median(ratios),
             "speedup_min": min(ratios), "speedup_max": max(ratios),
         })

@@ -31,6 +31,8 @@ COLUMNS: List[str] = [
     # of the per-pass speed-ups against it (empty in rows of the Lightning evaluation loop)
     "harness", "passes", "speedup_vs", "speedup", "speedup_min", "speedup_max",
     "latency_warning",
+    # how the encoder executed (RunConfig.runtime: eager, int8, ort, ort_int8); peers name themselves in `model`
+    "runtime",
 ]
 
 

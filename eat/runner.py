@@ -201,6 +201,7 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
                 "mechanism_params": json.dumps({k: v for k, v in mech.items() if k != "name"}, sort_keys=True),
                 "ckpt_path": ckpt or "", "output_dir": rc.output_dir,
                 "operating_point_source": rc.operating_point_source, "harness": "lightning",
+                "runtime": rc.runtime.name,
             }
             rows.append(row)
             for lg in loggers:
