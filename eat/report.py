@@ -536,8 +536,9 @@ def _build_report(paths: List[str], out: str, committed_only: bool = False) -> D
             if not series:
                 where = "committed " if committed_only else ""
                 notes.append(f"{kind}_{task}.png skipped: no {where}predictions files were found for task {task} "
-                             f"(looked for {len(missing)}, e.g. {missing[0]}: relative to the results CSV's folder, "
-                             f"'…' for another machine's folders), so this figure cannot be drawn from these results.")
+                             f"(looked for {len(missing)}, e.g. {missing[0]}, as the results CSV's output_dir column "
+                             f"gives it; '…' stands for folders outside the CSV's own), so this figure cannot be drawn "
+                             f"from these results.")
                 stale = os.path.join(out, f"{kind}_{task}.png")
                 if os.path.exists(stale):  # an older figure must not sit beside a note that says it was skipped
                     os.remove(stale)
