@@ -92,10 +92,13 @@ frontier: install
 	$(PY) eval.py -m task=$(TASK) ckpt_path=$(CKPT) mechanism=prune+sparse+exit mechanism.exit.threshold=$(THRESHOLDS) data.dir=$(GLUE) results_csv=$(RESULTS) $(ARGS)
 
 # Regenerate every table and figure under experiments/ from the committed results CSVs: one report per
-# results file, so every table compares rows measured side by side in one session.
+# results file, so every table compares rows measured side by side in one session. Byte-identical in any clone
+# (checked: fresh clone, make report, git status clean): committed inputs only (--committed-only: predictions
+# files that git does not track are ignored, and their figures are replaced by a note in tables.md), no dates,
+# versions or absolute paths in any output.
 REPORTS := $(patsubst experiments/results/%.csv,%,$(filter-out %long_sequences.csv %long_sequences_cuda.csv %training_cost.csv,$(wildcard experiments/results/*.csv)))
 report: install
-	$(foreach r,$(REPORTS),$(PY) -m eat.report --results experiments/results/$(r).csv --out experiments/report/$(r) &&) true
+	$(foreach r,$(REPORTS),$(PY) -m eat.report --committed-only --results experiments/results/$(r).csv --out experiments/report/$(r) &&) true
 	$(PY) experiments/plot_long_sequences.py experiments/results/long_sequences.csv experiments/report/long_sequences
 	$(PY) experiments/plot_long_sequences.py experiments/results/long_sequences_cuda.csv experiments/report/long_sequences_cuda
 	$(PY) experiments/bench_training_cost.py --render experiments/results/training_cost.csv experiments/bench_training_cost.md

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -423,9 +424,31 @@ def resolve_dir(output_dir: str, source_csv: str) -> str:
     return output_dir
 
 
-def load_predictions(rows: pd.DataFrame) -> Tuple[Dict[str, pd.DataFrame], List[str]]:
+def shown_path(path: str, source_csv: str) -> str:
+    """A predictions path as the notes print it: relative to the results CSV's folder, so tables.md is the same in
+    every clone and on every machine (an absolute output_dir of another machine is shortened to its last two
+    folders and the file name)."""
+    if not os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path, os.path.dirname(source_csv))
+    return rel if not rel.startswith("..") else os.path.join("…", *path.split(os.sep)[-3:])
+
+
+def is_tracked(path: str) -> bool:
+    """True when `path` is a file committed to (tracked by) the git repository that holds it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return False
+    done = subprocess.run(["git", "ls-files", "--error-unmatch", os.path.basename(path)], cwd=folder,
+                          capture_output=True, text=True)
+    return done.returncode == 0
+
+
+def load_predictions(rows: pd.DataFrame, committed_only: bool = False) -> Tuple[Dict[str, pd.DataFrame], List[str]]:
     """label -> the per-example predictions of the config's rows (all seeds and splits, smallest batch size);
-    and the prediction files that were looked for but not found."""
+    and the prediction files that were looked for but not found (as `shown_path` prints them). With
+    `committed_only`, a file that exists but is not tracked by git counts as missing: the committed report must
+    not depend on what happens to lie in a machine's outputs/ folder."""
     series, missing = {}, []
     for label, g in rows.groupby("label", sort=False):
         g = g[g["batch_size"] == g["batch_size"].min()]
@@ -433,11 +456,13 @@ def load_predictions(rows: pd.DataFrame) -> Tuple[Dict[str, pd.DataFrame], List[
         for _, r in g.iterrows():
             path = os.path.join(resolve_dir(r["output_dir"], r["source_csv"]),
                                 f"predictions_{r['split']}_bs{r['batch_size']}.csv")
-            p = pd.read_csv(path) if r["output_dir"] and os.path.isfile(path) else None
+            found = bool(r["output_dir"]) and os.path.isfile(path) and (not committed_only or is_tracked(path))
+            p = pd.read_csv(path) if found else None
             if p is not None and all(c in p.columns for c in PREDICTION_COLUMNS):
                 frames.append(p)
             else:
-                missing.append(path if r["output_dir"] else f"(row {r['run_id']} has no output_dir)")
+                missing.append(shown_path(path, r["source_csv"]) if r["output_dir"]
+                               else f"(row {r['run_id']} has no output_dir)")
         if frames:
             series[f"{label} (bs {g['batch_size'].iloc[0]})"] = pd.concat(frames, ignore_index=True)
     return series, missing
@@ -487,12 +512,12 @@ def retention_figure(task: str, series: Dict[str, pd.DataFrame], path: str) -> N
 
 
 # ----------------------------------------------------------------------------------------------- main
-def build_report(paths: List[str], out: str) -> Dict[str, object]:
+def build_report(paths: List[str], out: str, committed_only: bool = False) -> Dict[str, object]:
     with matplotlib.rc_context(STYLE):
-        return _build_report(paths, out)
+        return _build_report(paths, out, committed_only)
 
 
-def _build_report(paths: List[str], out: str) -> Dict[str, object]:
+def _build_report(paths: List[str], out: str, committed_only: bool = False) -> Dict[str, object]:
     df = add_labels(read_results(paths))
     agg = aggregate(df)
     metrics = {task: score_metric(rows) for task, rows in df.groupby("task")}
@@ -507,10 +532,16 @@ def _build_report(paths: List[str], out: str) -> Dict[str, object]:
     for task in dict.fromkeys(agg["task"]):
         for kind, word, draw in (("exit_histogram", "exit", exit_histogram_figure),
                                  ("retention", "prune", retention_figure)):
-            series, missing = load_predictions(prediction_rows(df, task, word))
+            series, missing = load_predictions(prediction_rows(df, task, word), committed_only)
             if not series:
-                notes.append(f"{kind}_{task}.png skipped: no predictions files were found for task {task} "
-                             f"(looked for {len(missing)}, e.g. {missing[0]}).")
+                where = "committed " if committed_only else ""
+                notes.append(f"{kind}_{task}.png skipped: no {where}predictions files were found for task {task} "
+                             f"(looked for {len(missing)}, e.g. {missing[0]}, as the results CSV's output_dir column "
+                             f"gives it; '…' stands for folders outside the CSV's own), so this figure cannot be drawn "
+                             f"from these results.")
+                stale = os.path.join(out, f"{kind}_{task}.png")
+                if os.path.exists(stale):  # an older figure must not sit beside a note that says it was skipped
+                    os.remove(stale)
                 continue
             path = os.path.join(out, f"{kind}_{task}.png")
             draw(task, series, path)
@@ -605,12 +636,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--results", action="append", required=True, metavar="CSV",
                         help="results table (eat.results); repeat to merge several")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for tables.md and the figures")
+    parser.add_argument("--committed-only", action="store_true",
+                        help="use only predictions files tracked by git (make report: the committed report must "
+                             "be reproducible in any clone)")
     parser.add_argument("--wandb", action="store_true", help="also log tables and figures to W&B (offline unless "
                                                              "WANDB_MODE says otherwise)")
     parser.add_argument("--wandb-project", default="eat-report")
     args = parser.parse_args(argv)
     try:
-        report = build_report(args.results, args.out)
+        report = build_report(args.results, args.out, args.committed_only)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

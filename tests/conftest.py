@@ -24,8 +24,33 @@ from eat.config import register_configs  # noqa: E402
 
 register_configs()
 
-needs_glue = pytest.mark.skipif(not (GLUE_DIR / "SST-2" / "dev.tsv").exists(),
-                                reason=f"real GLUE data not found at {GLUE_DIR} (see README: data)")
+HAVE_GLUE = (GLUE_DIR / "SST-2" / "dev.tsv").exists()
+NO_GLUE_REASON = f"real GLUE data not found at {GLUE_DIR} (see README: data)"
+needs_glue = pytest.mark.skipif(not HAVE_GLUE, reason=NO_GLUE_REASON)
+
+
+# The tests on real data skip without the data folder. Say so loudly, at the top and at the end of the run
+# (a skip count alone hides it), and refuse to run without it in CI (CI=true), which always has ../shared
+# beside the clone: a silent skip there would hide breakage.
+def pytest_report_header(config):
+    if HAVE_GLUE:
+        return f"eat: real GLUE data at {GLUE_DIR}"
+    return f"eat: WARNING: real GLUE data NOT found at {GLUE_DIR}: every test marked needs_glue will be skipped"
+
+
+def pytest_sessionstart(session):
+    if not HAVE_GLUE and os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.exit(f"CI=true but the real GLUE data is missing: {GLUE_DIR / 'SST-2' / 'dev.tsv'} not found "
+                    f"(set EAT_TEST_GLUE_DIR or put the data folder at ../shared/data/glue)", returncode=2)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if HAVE_GLUE:
+        return
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if isinstance(r.longrepr, tuple) and "real GLUE data not found" in str(r.longrepr[-1])]
+    terminalreporter.write_sep("!", f"{len(skipped)} tests SKIPPED: real GLUE data not found at {GLUE_DIR}",
+                               red=True, bold=True)
 
 # Small, fast settings every end-to-end test starts from (model=tiny, a few batches, no progress bars).
 TINY = ["model=tiny", "data.max_train_samples=48", "data.max_eval_samples=24", "data.batch_size=8",

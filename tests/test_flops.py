@@ -202,3 +202,22 @@ def test_sparse_attention_flops_and_counter_agree():
     out, total, _ = counted(Encoder(c, {"sparse": ref}).eval(), ids, mask, COUNT_CPU_SDPA)
     assert torch.equal(out.flops, out.static_flops)
     assert rel(out.flops.sum().item(), total) < 0.02
+
+
+def test_chunked_received_attention_pass_is_counted(monkeypatch):
+    """Above RECEIVED_CHUNK queries, the attention each token received (pruning's attention criterion) is
+    computed in a second, chunked q k^T pass next to the fused sdpa kernel; those FLOPs run and must be counted
+    (they were not: the long-sequence FLOPs columns undercounted by 3% at 512 tokens and 11% at 4,096). The
+    chunk is lowered so the tiny model takes the long path at a short length; the sdpa kernel is counted with
+    torch's own formula, the chunked pass natively."""
+    from eat.mechanisms import attention
+
+    monkeypatch.setattr(attention, "RECEIVED_CHUNK", 16)
+    c = TINY
+    ids, mask = padded_batch(c, [60, 41, 17], seed=5)
+    B, L = ids.shape
+    out, total, per_op = counted(Encoder(c, {"explicit": ExplicitAttention()}).eval(), ids, mask, COUNT_CPU_SDPA)
+    assert per_op.get(CPU_SDPA, 0) > 0, "the long path (fused kernel + chunked pass) did not run"
+    received_pass = B * c.num_layers * 2.0 * L * L * c.hidden_size  # q k^T over all heads, every layer
+    assert out.flops.sum().item() == pytest.approx(out.static_flops.sum().item() + received_pass)
+    assert rel(out.flops.sum().item(), total) < 0.02, (out.flops.sum().item(), total, dict(per_op))

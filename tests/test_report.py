@@ -267,3 +267,31 @@ def test_missing_columns_and_files_fail_with_the_file_named(synthetic, capsys):
                           cwd=synthetic, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode != 0 and str(bad) in done.stderr and "lacks required columns" in done.stderr
+
+
+def test_committed_only_reports_are_the_same_in_every_clone(tmp_path):
+    """`make report` (--committed-only) draws per-example figures only from predictions files git tracks, and its
+    notes name files relative to the results CSV: two clones at different paths, one of which has an untracked
+    predictions file lying around, write byte-identical reports; a stale figure is removed, not kept."""
+    outs = []
+    for name, stray in (("clone_a", False), ("elsewhere/clone_b", True)):
+        repo = tmp_path / name
+        (repo / "results").mkdir(parents=True)
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        exit09 = params(exit={"threshold": 0.9})
+        results.append_rows(str(repo / "results" / "r.csv"), [
+            row("s", "none", "compute", 1, 0.90, 10.0, output_dir="runs/s"),
+            row("e", "exit", "compute", 1, 0.91, 5.0, prm=exit09, avg_exit_layer=3.0, output_dir="/gone/machine/runs/e")])
+        if stray:  # an untracked predictions file next to the CSV (a run's outputs/): must not be used
+            write_predictions(repo / "results" / "runs" / "s", 1, [6, 6], [10, 12], [10, 12])
+        out = repo / "report"
+        out.mkdir()
+        (out / "exit_histogram_sst2.png").write_bytes(b"stale")
+        assert report.main(["--committed-only", "--results", str(repo / "results" / "r.csv"), "--out", str(out)]) == 0
+        outs.append(out)
+        assert not (out / "exit_histogram_sst2.png").exists()
+        md = (out / "tables.md").read_text()
+        assert "exit_histogram_sst2.png skipped: no committed predictions files" in md
+        assert str(tmp_path) not in md and "/gone/machine" not in md
+    for f in sorted(outs[0].iterdir()):
+        assert f.read_bytes() == (outs[1] / f.name).read_bytes(), f.name

@@ -44,24 +44,27 @@ def received_attention(q: Tensor, k: Tensor, bias: Tensor, query_mask: Tensor, c
 
 
 def _masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, mask: Tensor, need_received: bool,
-                      dropout_p: float) -> Tuple[Tensor, Optional[Tensor]]:
-    """Dense attention under a broadcastable (B, 1, Lq|1, L) `allowed` mask; `mask` (B, Lq) marks real queries."""
+                      dropout_p: float) -> Tuple[Tensor, Optional[Tensor], float]:
+    """Dense attention under a broadcastable (B, 1, Lq|1, L) `allowed` mask; `mask` (B, Lq) marks real queries.
+    The third value is the FLOPs per row spent beyond the two matmuls of attention itself: the chunked
+    received-attention pass recomputes q k^T (2 x H x Lq x L x dh) next to the fused kernel."""
     bias = additive_mask(allowed, q.dtype)
     if not need_received:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), None, 0.0
     if q.shape[2] > RECEIVED_CHUNK:  # long: fused kernel for the context, received attention in chunks
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
-        return ctx, received_attention(q, k, bias, mask)
+        H, Lq, dh = q.shape[1], q.shape[2], q.shape[3]
+        return ctx, received_attention(q, k, bias, mask), 2.0 * H * Lq * k.shape[2] * dh
     probs = ((q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias).softmax(-1)  # (B, H, L, L)
     received = (probs * mask[:, None, :, None]).sum((1, 2))  # (B, L)
-    return F.dropout(probs, dropout_p) @ v, received
+    return F.dropout(probs, dropout_p) @ v, received, 0.0
 
 
 def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, need_received: bool = False,
                     dropout_p: float = 0.0) -> Result:
     B, H, L, dh = q.shape
-    ctx, received = _masked_attention(q, k, v, mask[:, None, None, :], mask, need_received, dropout_p)
-    return ctx, received, 4.0 * H * L * L * dh
+    ctx, received, extra = _masked_attention(q, k, v, mask[:, None, None, :], mask, need_received, dropout_p)
+    return ctx, received, 4.0 * H * L * L * dh + extra
 
 
 class MaskedAttention:
@@ -92,8 +95,8 @@ def masked_local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, half: 
     """Local attention as a dense L x L mask: the same result as the blocked kernel, at dense cost."""
     B, H, L, dh = q.shape
     allowed = local_allowed(L, half, global_cls, q.device)[None, None] & mask[:, None, None, :]
-    ctx, received = _masked_attention(q, k, v, allowed, mask, need_received, dropout_p)
-    return ctx, received, 4.0 * H * L * L * dh
+    ctx, received, extra = _masked_attention(q, k, v, allowed, mask, need_received, dropout_p)
+    return ctx, received, 4.0 * H * L * L * dh + extra
 
 
 def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, half: int, global_cls: bool,
@@ -133,9 +136,10 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, half:
     flops = 4.0 * H * Lp * (W + int(global_cls)) * dh
     received = None
     if global_cls:  # [CLS] attends to everything: one dense query row
-        cls_ctx, cls_recv = _masked_attention(q[:, :, :1], k, v, mask[:, None, None, :], mask[:, :1], True, dropout_p)
+        cls_ctx, cls_recv, extra = _masked_attention(q[:, :, :1], k, v, mask[:, None, None, :], mask[:, :1], True,
+                                                     dropout_p)
         ctx = torch.cat([cls_ctx, ctx[:, :, 1:]], 2)
-        flops += 4.0 * H * L * dh
+        flops += 4.0 * H * L * dh + extra
     if need_received:
         real_q = F.pad(mask, (0, Lp - L), value=False).view(B, nb, 1, block, 1).to(probs.dtype)
         if global_cls:
