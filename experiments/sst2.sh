@@ -19,7 +19,9 @@ SEL=experiments/results/sst2_select/seed$SEED
 [[ $STEPS == *train* ]] && bash experiments/sst2_train.sh "$SEED" "$@"
 
 if [[ $STEPS == *select* ]]; then
-  $PY -m eat.select out=$SEL/operating_point.yaml candidates=3 -- task=sst2 ckpt_path=$EAT seed=$SEED data.dir=$GLUE
+  # SELECT_ARGS: more eat.select settings, e.g. threads=1 when seeds are selected side by side
+  $PY -m eat.select out=$SEL/operating_point.yaml candidates=3 ${SELECT_ARGS:-} -- task=sst2 ckpt_path=$EAT seed=$SEED \
+    data.dir=$GLUE
 fi
 
 if [[ $STEPS == *bench* ]]; then
