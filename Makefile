@@ -104,6 +104,10 @@ report: install
 	$(PY) experiments/bench_training_cost.py --render experiments/results/training_cost.csv experiments/bench_training_cost.md
 	$(PY) experiments/table_trained_combos.py --cpu experiments/results/sst2_combos_cpu.csv --static experiments/results/sst2.csv \
 	  --gpu experiments/results/sst2_combos_cuda.csv --out experiments/report/sst2_combos_cpu/trained_combos.md
+	$(PY) experiments/table_headline.py --results experiments/results/sst2_headline.csv \
+	  --out experiments/report/sst2_headline/headline.md --targets 1=1.8,32=1.6 --target-labels eat > /dev/null
+	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes.csv \
+	  --out experiments/report/sst2_runtimes/headline.md > /dev/null
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
 SEED ?= 42
