@@ -2,7 +2,8 @@
 # peer=truncated (issue 14): the smaller static model at matched cost. The first K layers of the backbone
 # (model.keep_layers=K; the pretrained weights of the other layers are dropped) fine-tuned as a plain
 # classifier on the same data as the static fine-tune of experiments/sst2_train.sh (train.tsv minus the
-# 2,000-row selection split, 1 epoch, lr 5e-5, batch 32). K is the EAT point's average exit depth rounded up.
+# 2,000-row selection split, STEPS optimiser steps as the static fine-tune (default 1,000; -1 = the epoch), lr 5e-5,
+# batch 32). K is the EAT point's average exit depth rounded up.
 # Skipped when its checkpoint exists. Evaluate / time it with:
 #   eval.py ckpt_path=outputs/sst2/truncated_k${K}_seed$SEED/checkpoints/best.ckpt mechanism=none \
 #     peer=truncated model.keep_layers=K
@@ -16,7 +17,9 @@ GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
 PY=.venv/bin/python
 RES=${EAT_TRUNCATED_RESULTS:-experiments/results/sst2_truncated.csv}
 OUT=${EAT_TRUNCATED_OUT:-outputs/sst2/truncated_k${K}_seed$SEED}
+STEPS=${STEPS:-1000}
+LIMIT="trainer.max_steps=$STEPS"; [ "$STEPS" -gt 0 ] && LIMIT="$LIMIT trainer.val_check_interval=$STEPS"
 
 [ -f $OUT/checkpoints/best.ckpt ] || $PY train.py task=sst2 model=minilm_l6 mechanism=none model.keep_layers=$K \
-  seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$RES \
+  seed=$SEED $LIMIT data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$RES \
   hydra.run.dir=$OUT "$@"
