@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Issue 14's table: every static peer a CPU user would pick and EAT in every runtime, at the operating point chosen
+# on the selection split, timed by the declared harness (python -m eat.bench, interleaved, 5 passes) against HF fp32.
+#   sst2: experiments/sst2.sh SEED must have run (checkpoint + operating_point.yaml); the truncated peer joins when
+#         experiments/train_truncated.sh SEED K has trained it (K: the point's average exit depth rounded up).
+#         Full dev set at every batch size in BATCH_SIZES (default "1 32").
+#   mnli|qqp: the offline protocols; experiments/glue_offline.sh TASK SEED (STEPS=train) must have trained the
+#         checkpoints; the operating point is chosen here on the protocol's selection split (skipped when its
+#         operating_point.yaml exists). bs=32 on the first N32 (default 2,000) evaluation examples and bs=1 on the
+#         first N1 (default 500): ten configurations x 5 passes of the full 9,815 / 10,430 do not fit a session.
+# Usage: bash experiments/runtimes.sh sst2|mnli|qqp SEED
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TASK=${1:?usage: runtimes.sh sst2|mnli|qqp SEED}
+SEED=${2:?usage: runtimes.sh sst2|mnli|qqp SEED}
+GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
+PY=.venv/bin/python
+case $TASK in
+  sst2) EAT=outputs/sst2/eat_seed$SEED/checkpoints/best.ckpt; COMMON=(seed=$SEED); TAG=sst2 ;;
+  mnli|qqp) EAT=outputs/${TASK}_eat_seed$SEED/checkpoints/best.ckpt; COMMON=(seed=$SEED experiment=${TASK}_offline)
+            TAG=${TASK}_offline ;;
+  *) echo "task=$TASK: allowed values are sst2, mnli, qqp" >&2; exit 2 ;;
+esac
+SEL=experiments/results/${TAG}_select/seed$SEED
+OP=$SEL/operating_point.yaml
+if [ ! -f $OP ]; then
+  [ $TASK = sst2 ] && { echo "error: $OP not found: run STEPS=select bash experiments/sst2.sh $SEED first" >&2; exit 2; }
+  $PY -m eat.select out=$OP candidates=3 ${SELECT_ARGS:-} -- ckpt_path=$EAT data.dir=$GLUE "${COMMON[@]}"
+fi
+
+CONFIGS=(--config hf_fp32 mechanism=none peer=hf_static
+  --config static_eager mechanism=none
+  --config hf_int8 mechanism=none peer=hf_int8
+  --config ort_fp32 mechanism=none peer=ort_fp32
+  --config ort_int8 mechanism=none peer=ort_int8)
+TRUNC=$(ls -d outputs/sst2/truncated_k*_seed$SEED 2>/dev/null | head -1 || true)
+if [ $TASK = sst2 ] && [ -n "$TRUNC" ]; then
+  K=${TRUNC#outputs/sst2/truncated_k}; K=${K%_seed*}
+  CONFIGS+=(--config truncated_k$K mechanism=none peer=truncated model.keep_layers=$K ckpt_path=$TRUNC/checkpoints/best.ckpt)
+fi
+CONFIGS+=(--config eat_eager operating_point=$OP
+  --config eat_int8 operating_point=$OP runtime=int8
+  --config eat_ort operating_point=$OP runtime=ort
+  --config eat_ort_int8 operating_point=$OP runtime=ort_int8)
+
+bench() {  # bench BATCH_SIZES [eat.bench args...]
+  local bs=$1; shift
+  $PY -m eat.bench --ckpt $EAT --task $TASK --glue $GLUE --batch-sizes $bs --passes 5 --common "${COMMON[@]}" \
+    "${CONFIGS[@]}" "$@" --results experiments/results/${TAG}_runtimes.csv \
+    --predictions experiments/results/predictions/${TAG}_runtimes/seed$SEED --summary experiments/bench_${TAG}_runtimes.md
+}
+if [ $TASK = sst2 ]; then
+  bench "${BATCH_SIZES:-1 32}"
+else
+  bench 32 --max-examples ${N32:-2000}
+  bench 1 --max-examples ${N1:-500}
+fi
