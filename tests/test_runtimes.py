@@ -262,12 +262,12 @@ def test_unrunnable_runtime_fails_at_start_up_through_eval_py(tmp_path, tiny_ckp
 
 @needs_glue
 def test_truncated_peer_trains_with_keep_layers_and_evaluates(tmp_path):
-    """experiments/train_truncated.sh on model=tiny (4 layers) with K=2, then eval.py peer=truncated."""
+    """experiments/train_truncated.sh on model=tiny (4 layers) with K=2 for STEPS=4 steps, then eval.py peer=truncated."""
     import subprocess
 
     out = tmp_path / "trunc"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EAT_GLUE_DIR": str(GLUE_DIR), "EAT_TRUNCATED_OUT": str(out),
-           "EAT_TRUNCATED_RESULTS": str(tmp_path / "train.csv")}
+           "EAT_TRUNCATED_RESULTS": str(tmp_path / "train.csv"), "STEPS": "4"}  # 4 of the epoch's 6 steps
     small = [o for o in tiny_overrides(tmp_path) if not o.startswith(("results_csv", "data.dir", "eval_batch", "output_dir"))]
     r = subprocess.run(["bash", str(ROOT / "experiments" / "train_truncated.sh"), "0", "2", *small, "threads=1"],
                        env=env, capture_output=True, text=True, timeout=300)
