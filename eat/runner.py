@@ -247,3 +247,8 @@ def finish_wandb(loggers) -> None:
         import wandb
 
         wandb.finish()
+        # wandb >= 0.2x writes an offline run through its service process, which may still be flushing the run
+        # file when finish() returns (seen on a loaded 2-core machine: the history records arrived seconds
+        # later). teardown() stops the service after it has written everything, so the run file is complete
+        # when the job ends (and a following job starts a fresh service).
+        wandb.teardown()
