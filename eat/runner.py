@@ -244,11 +244,6 @@ def log_latency_to_wandb(loggers, rows: List[Dict], bs: int, split_names: List[s
 def finish_wandb(loggers) -> None:
     """Close the W&B run of this job, so multirun jobs never write into each other's runs."""
     if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        import wandb
+        from eat.wandb_logger import finish
 
-        wandb.finish()
-        # wandb >= 0.2x writes an offline run through its service process, which may still be flushing the run
-        # file when finish() returns (seen on a loaded 2-core machine: the history records arrived seconds
-        # later). teardown() stops the service after it has written everything, so the run file is complete
-        # when the job ends (and a following job starts a fresh service).
-        wandb.teardown()
+        finish()
