@@ -184,7 +184,7 @@ FUSED_RUNTIMES = ("ort", "ort_int8")  # each layer is one ONNX Runtime graph: no
 @dataclass
 class RuntimeConfig:
     """How the evaluated encoder executes (eat/runtimes.py); training always runs eager fp32.
-    eager: fp32 PyTorch. int8: torch dynamic INT8 on every nn.Linear (layers, final and exit heads).
+    eager: fp32 PyTorch. int8: torch INT8 on every nn.Linear (layers, final and exit heads).
     ort / ort_int8: each layer body one ONNX Runtime session (fp32 / ORT dynamic INT8 weights), dynamic batch
     and length; embeddings, heads and the mechanisms stay in PyTorch and act between layers."""
 
@@ -195,8 +195,8 @@ class RuntimeConfig:
     # brief MiniLM fine-tune (experiments/runtimes_tried.md). Activations are quantized per call either way.
     per_channel: bool = True
     # INT8 activations of runtime=int8 / ort_int8: token (one scale and offset per token: batch-invariant, and
-    # >= 99% agreement with fp32 on SST-2 dev) or tensor (one per call over the whole batch, padding included:
-    # quantize_dynamic's default). experiments/runtimes_tried.md. The INT8 peers always run quantize_dynamic.
+    # closer to fp32) or tensor (one per call over the whole batch, padding included: quantize_dynamic's
+    # default, the old behaviour). experiments/runtimes_tried.md. The INT8 peers always run quantize_dynamic.
     activation: str = "token"
 
     def __post_init__(self) -> None:

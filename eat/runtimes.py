@@ -1,10 +1,14 @@
 """Runtimes for the evaluated encoder (`runtime=` config group), applied after the weights are loaded.
 
 - eager: fp32 PyTorch, the layer loop as trained.
-- int8: `torch.ao.quantization.quantize_dynamic` on every nn.Linear (layers, final head, exit heads), INT8
-  weights per output channel by default (`runtime.per_channel`; ORT INT8 likewise).
+- int8: every nn.Linear (layers, final head, exit heads) INT8 x INT8 with INT8 weights per output channel by
+  default (`runtime.per_channel`; ORT INT8 likewise) and, by default (`runtime.activation=token`), one INT8
+  scale and offset per token (TokenInt8Linear): a token's result does not depend on its batch-mates or on
+  padding, so predictions, exits and pruning are batch-invariant, and outlier tokens no longer coarsen every
+  other token's grid. `runtime.activation=tensor`: `quantize_dynamic`'s one scale per call (the old default).
 - ort / ort_int8: each layer body is exported on its own (`torch.onnx.export`, dynamic batch and length) and
-  run as one ONNX Runtime session (fp32, or with ORT dynamic INT8 weights). Embeddings, heads and the
+  run as one ONNX Runtime session (fp32, or with ORT dynamic INT8; with activation=token each Linear's input
+  is normalized per token inside the graph first, see TokenNormLinear). Embeddings, heads and the
   mechanisms stay in PyTorch and act between layers, so rows still exit and tokens are still gathered.
   A layer session takes the hidden states and the additive mask of the attention function the mechanisms
   chose (`MaskedAttention.allowed`: dense, or the local window), and a second variant also returns the
