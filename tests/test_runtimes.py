@@ -222,10 +222,11 @@ def _sst2_checkpoint():
 @needs_glue
 @pytest.mark.skipif(_sst2_checkpoint() is None, reason="needs a fine-tuned SST-2 checkpoint: set EAT_TEST_SST2_CKPT or "
                     "run experiments/sst2_train.sh (INT8 agreement means nothing on an untrained head)")
-@pytest.mark.xfail(reason="issue 14, open: with per-token activation scales the seed-42 EAT model agrees on 98.51% "
-                          "(int8) / 98.17% (ort_int8) of dev predictions, target 99% (experiments/runtimes_tried.md)",
-                   strict=False)
-def test_int8_runtimes_agree_with_fp32_on_sst2_dev():
+@pytest.mark.parametrize("name", ["int8", pytest.param("ort_int8", marks=pytest.mark.xfail(
+    reason="issue 14, open: ort_int8 with per-token scales agrees on 97.59% of dev predictions of the seed-42 static "
+           "model (int8: 99.08%); suspected u8s8 saturation on AVX2 now that every token spans the full INT8 range "
+           "(experiments/runtimes_tried.md)", strict=False))])
+def test_int8_runtimes_agree_with_fp32_on_sst2_dev(name):
     """The real fine-tuned MiniLM-L6 (static, the weights a user deploys): >= 99% of the 872 SST-2 dev
     predictions of each INT8 runtime (per-token activation scales, the default) agree with fp32, and the first
     100 dev sentences alone give the predictions of the batches of 64. The INT8 peers (a user's one-line
@@ -242,17 +243,16 @@ def test_int8_runtimes_agree_with_fp32_on_sst2_dev():
     order, batches = _sorted_batches(tok, dev_s)
     fp32 = _predict(enc, batches, order)
     assert float((fp32 == dev_y).float().mean()) > 0.8, "not a fine-tuned SST-2 model"
-    for name in ("int8", "ort_int8"):
-        model = _runtime(enc, name)
-        batched = _predict(model, batches, order)
-        agree = float((batched == fp32).float().mean())
-        print(f"runtime={name}: {agree * 100:.2f}% of the 872 dev predictions agree with fp32")  # shown with -rP
-        assert agree >= 0.99, f"runtime={name}: {agree:.4f} of dev predictions agree with fp32"
-        with torch.no_grad():
-            single = torch.cat([model(e["input_ids"], e["attention_mask"], e["token_type_ids"]).logits.argmax(-1)
-                                for e in (tok([s], return_tensors="pt") for s in dev_s[:100])])
-        assert torch.equal(single, batched[:100]), f"runtime={name}: {int((single != batched[:100]).sum())} of " \
-                                                   f"100 predictions change between bs=1 and batches of 64"
+    model = _runtime(enc, name)
+    batched = _predict(model, batches, order)
+    agree = float((batched == fp32).float().mean())
+    print(f"runtime={name}: {agree * 100:.2f}% of the 872 dev predictions agree with fp32")  # shown with -rP
+    assert agree >= 0.99, f"runtime={name}: {agree:.4f} of dev predictions agree with fp32"
+    with torch.no_grad():
+        single = torch.cat([model(e["input_ids"], e["attention_mask"], e["token_type_ids"]).logits.argmax(-1)
+                            for e in (tok([s], return_tensors="pt") for s in dev_s[:100])])
+    assert torch.equal(single, batched[:100]), f"runtime={name}: {int((single != batched[:100]).sum())} of " \
+                                               f"100 predictions change between bs=1 and batches of 64"
 
 
 # ----------------------------------------------------------------------------- start-up checks
