@@ -184,7 +184,7 @@ FUSED_RUNTIMES = ("ort", "ort_int8")  # each layer is one ONNX Runtime graph: no
 @dataclass
 class RuntimeConfig:
     """How the evaluated encoder executes (eat/runtimes.py); training always runs eager fp32.
-    eager: fp32 PyTorch. int8: torch dynamic INT8 on every nn.Linear (layers, final and exit heads).
+    eager: fp32 PyTorch. int8: torch INT8 on every nn.Linear (layers, final and exit heads).
     ort / ort_int8: each layer body one ONNX Runtime session (fp32 / ORT dynamic INT8 weights), dynamic batch
     and length; embeddings, heads and the mechanisms stay in PyTorch and act between layers."""
 
@@ -194,9 +194,14 @@ class RuntimeConfig:
     # tensor (false; torch's quantize_dynamic default). Per channel kept more predictions equal to fp32 on a
     # brief MiniLM fine-tune (experiments/runtimes_tried.md). Activations are quantized per call either way.
     per_channel: bool = True
+    # INT8 activations of runtime=int8 / ort_int8: token (one scale and offset per token: batch-invariant, and
+    # closer to fp32) or tensor (one per call over the whole batch, padding included: quantize_dynamic's
+    # default, the old behaviour). experiments/runtimes_tried.md. The INT8 peers always run quantize_dynamic.
+    activation: str = "token"
 
     def __post_init__(self) -> None:
         _choice("runtime.name", self.name, RUNTIMES)
+        _choice("runtime.activation", self.activation, ("token", "tensor"))
         _check(self.opset >= 14, "runtime.opset", self.opset, "must be >= 14 (scaled_dot_product_attention export)")
 
 

@@ -1,10 +1,14 @@
 """Runtimes for the evaluated encoder (`runtime=` config group), applied after the weights are loaded.
 
 - eager: fp32 PyTorch, the layer loop as trained.
-- int8: `torch.ao.quantization.quantize_dynamic` on every nn.Linear (layers, final head, exit heads), INT8
-  weights per output channel by default (`runtime.per_channel`; ORT INT8 likewise).
+- int8: every nn.Linear (layers, final head, exit heads) INT8 x INT8 with INT8 weights per output channel by
+  default (`runtime.per_channel`; ORT INT8 likewise) and, by default (`runtime.activation=token`), one INT8
+  scale and offset per token (TokenInt8Linear): a token's result does not depend on its batch-mates or on
+  padding, so predictions, exits and pruning are batch-invariant, and outlier tokens no longer coarsen every
+  other token's grid. `runtime.activation=tensor`: `quantize_dynamic`'s one scale per call (the old default).
 - ort / ort_int8: each layer body is exported on its own (`torch.onnx.export`, dynamic batch and length) and
-  run as one ONNX Runtime session (fp32, or with ORT dynamic INT8 weights). Embeddings, heads and the
+  run as one ONNX Runtime session (fp32, or with ORT dynamic INT8; with activation=token each Linear's input
+  is normalized per token inside the graph first, see TokenNormLinear). Embeddings, heads and the
   mechanisms stay in PyTorch and act between layers, so rows still exit and tokens are still gathered.
   A layer session takes the hidden states and the additive mask of the attention function the mechanisms
   chose (`MaskedAttention.allowed`: dense, or the local window), and a second variant also returns the
@@ -16,12 +20,13 @@ every session here has spinning off and as many threads as torch.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
 import tempfile
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +103,7 @@ class _LayerGraph(nn.Module):
 def export_layer(layer: Layer, path: str, received: bool, opset: int) -> None:
     """Export one layer body with dynamic batch (b), length (l) and mask rows (q: 1 for a key mask, l for
     an L x L mask such as the local window)."""
-    D = layer.q.in_features
+    D = layer.attn_norm.normalized_shape[0]
     x, bias = torch.randn(2, 5, D), torch.zeros(2, 1, 5, 5)
     args, names = (x, bias), ["hidden", "bias"]
     axes = {"hidden": {0: "b", 1: "l"}, "bias": {0: "b", 2: "q", 3: "l"}, "out": {0: "b", 1: "l"}}
@@ -120,6 +125,8 @@ class OrtLayer(nn.Module):
     def __init__(self, layer: Layer, folder: str, name: str, int8: bool, with_received: bool, cfg: RuntimeConfig):
         super().__init__()
         self.H, self.D = layer.H, layer.q.in_features
+        if int8 and cfg.activation == "token":  # ORT quantizes the normalized MatMuls (TokenNormLinear)
+            layer = swap_linears(copy.deepcopy(layer), lambda lin: TokenNormLinear(lin, cfg.per_channel))
         path = os.path.join(folder, f"{name}.onnx")
         export_layer(layer, path, False, cfg.opset)
         self.plain = ort_session(path, int8, cfg.per_channel)
@@ -150,6 +157,99 @@ class OrtLayer(nn.Module):
         return torch.from_numpy(h), received, 4.0 * self.H * L * L * (self.D // self.H)
 
 
+# ----------------------------------------------------------------------------- INT8 with per-token scales
+def fake_quant_weight(w: Tensor, per_channel: bool) -> Tuple[Tensor, Tensor]:
+    """Symmetric INT8 weights (range +-127): (the weights rounded to the INT8 grid, in fp32; the scales). A
+    quantizer given the rounded weights finds the same scales and integers again (ORT's quantize_dynamic)."""
+    amax = w.abs().amax(1, keepdim=True) if per_channel else w.abs().max().expand(w.shape[0], 1)
+    scale = amax.clamp_min(1e-12) / 127
+    return (w / scale).round().clamp(-127, 127) * scale, scale.squeeze(1)
+
+
+def token_normalize(x2: Tensor, out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """Each row (token) of the (M, K) input mapped onto [-1, 1] by its own offset and half-range:
+    x = mid + half * xn (written into `out` if given). Clamped, so float rounding never puts a value past +-1
+    (the batch's range must be exactly [-1, 1], whatever the other rows are)."""
+    hi, lo = x2.amax(1, keepdim=True), x2.amin(1, keepdim=True)  # (torch.aminmax is ~10x slower here)
+    mid, half = (hi + lo) * 0.5, ((hi - lo) * 0.5).clamp_min(1e-8)
+    inv = half.reciprocal()
+    xn = torch.addcmul(-mid * inv, x2, inv, out=out) if out is not None else torch.addcmul(-mid * inv, x2, inv)
+    return xn.clamp_(-1.0, 1.0), mid, half
+
+
+def anchor_row(k: int) -> Tensor:
+    """One extra row holding -1 and +1: with it, the min and max over the whole normalized batch are exactly
+    -1 and +1, so the per-tensor dynamic quantizer (torch's fbgemm kernel, ORT's DynamicQuantizeLinear) picks the
+    same scale and zero point for every batch: each token is quantized by its own range only."""
+    a = torch.zeros(1, k)
+    a[0, 0], a[0, 1] = -1.0, 1.0
+    return a
+
+
+class TokenInt8Linear(nn.Module):
+    """nn.Linear as INT8 x INT8 -> INT32 with one activation scale and offset per token (row) and INT8 weights
+    per output channel: y = half * (q(xn) @ q(W)^T) + mid * rowsum(q(W)) + b. The product runs in torch's fbgemm
+    dynamic INT8 kernel (`quantized::linear_dynamic`) on the normalized rows plus the anchor row, so it costs
+    one dynamic INT8 matmul and a few elementwise passes. A token's result depends on that token only: padding
+    and batch-mates cannot move its scale (batch invariance), and an outlier token no longer coarsens the grid
+    of every other token (agreement with fp32)."""
+
+    def __init__(self, lin: nn.Linear, per_channel: bool = True, reduce_range: bool = True):
+        super().__init__()
+        w = lin.weight.detach().float()
+        wq, scale = fake_quant_weight(w, per_channel)
+        qw = torch.quantize_per_channel(wq, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+        self._packed = torch.ops.quantized.linear_prepack(qw, None)
+        self.register_buffer("w_sum", qw.dequantize().sum(1))
+        self.register_buffer("bias", lin.bias.detach().float().clone() if lin.bias is not None
+                             else torch.zeros(w.shape[0]))
+        self.register_buffer("anchor", anchor_row(w.shape[1]))
+        self.in_features, self.out_features, self.reduce_range = w.shape[1], w.shape[0], reduce_range
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).float()
+        m = x2.shape[0]
+        buf = torch.empty(m + 1, x2.shape[1])  # the normalized rows and, last, the anchor row
+        buf[m] = self.anchor[0]
+        _, mid, half = token_normalize(x2, out=buf[:m])
+        y = torch.ops.quantized.linear_dynamic(buf, self._packed, self.reduce_range)[:m]
+        y = torch.addcmul(torch.addcmul(self.bias, mid, self.w_sum), y, half)
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+class TokenNormLinear(nn.Module):
+    """What an ORT INT8 layer graph computes for one nn.Linear, exported in fp32 before ORT's quantize_dynamic:
+    the per-token normalization, the anchor row and a MatMul with constant (INT8-rounded) weights, which ORT
+    then quantizes (DynamicQuantizeLinear over [-1, 1] exactly, per-channel INT8 weights). In fp32 it equals
+    the Linear up to the weight rounding."""
+
+    def __init__(self, lin: nn.Linear, per_channel: bool = True):
+        super().__init__()
+        wq, _ = fake_quant_weight(lin.weight.detach().float(), per_channel)
+        self.weight_t = nn.Parameter(wq.t().contiguous(), requires_grad=False)  # (K, N): MatMul's constant B
+        self.w_sum = nn.Parameter(wq.sum(1), requires_grad=False)
+        b = lin.bias.detach().float().clone() if lin.bias is not None else torch.zeros(wq.shape[0])
+        self.bias = nn.Parameter(b, requires_grad=False)
+        self.anchor = nn.Parameter(anchor_row(wq.shape[1]), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        xn, mid, half = token_normalize(x.reshape(-1, shape[-1]))
+        y = (torch.cat([xn, self.anchor]) @ self.weight_t)[:-1]
+        return (y * half + mid * self.w_sum + self.bias).reshape(*shape[:-1], self.weight_t.shape[1])
+
+
+def swap_linears(module: nn.Module, make) -> nn.Module:
+    """Replace every nn.Linear below `module` by make(linear), in place."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, make(child))
+        else:
+            swap_linears(child, make)
+    return module
+
+
 def quantize_int8(module: nn.Module, per_channel: bool = True) -> nn.Module:
     """torch dynamic INT8 on every nn.Linear, in place (weights INT8 per output channel or per tensor,
     activations quantized per call)."""
@@ -166,7 +266,9 @@ def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> Encoder:
     if cfg.name == "eager":
         return encoder
     if cfg.name == "int8":
-        return quantize_int8(encoder, cfg.per_channel)
+        if cfg.activation == "tensor":
+            return quantize_int8(encoder, cfg.per_channel)
+        return swap_linears(encoder, lambda lin: TokenInt8Linear(lin, cfg.per_channel))
     mechanisms = list(encoder.mechanisms.values())
     # exported into a temporary folder, never the repository: the sessions hold the graphs in memory
     with tempfile.TemporaryDirectory(prefix="eat-ort-") as folder, quiet_export():
