@@ -108,3 +108,22 @@ def test_headline_table_aggregates_seeds_and_calls_small_differences_no_differen
     assert load("table_headline").main(["--results", str(path), "--out", str(tmp_path / "x.md")]) == 2
     assert f"{path}:2: not a row of the declared harness" in capsys.readouterr().err
     assert not (tmp_path / "x.md").exists()
+
+
+@needs_glue
+def test_exit_heads_table_has_one_row_per_head_on_a_pair_task(tmp_path, capsys):
+    """experiments/exit_heads.py on the pretrained MiniLM-L6 (untrained heads: the table's shape, not its values)
+    under the MNLI offline protocol: a row per exit head plus the final head, accuracies in [0, 1], the final head
+    agrees with itself; a mechanism without exits is one error and writes nothing."""
+    common = ["experiment=mnli_offline", "model=minilm_l6", f"data.dir={GLUE_DIR}", "data.max_eval_samples=40",
+              "threads=1"]
+    out = tmp_path / "heads.csv"
+    mod = load("exit_heads")
+    assert mod.main(["--common", *common, "--config", "namesake", "mechanism=prune+sparse+exit",
+                     "--out", str(out), "--summary", str(tmp_path / "heads.md")]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert [int(r["layer"]) for r in rows] == [1, 2, 3, 4, 5, 6] and rows[-1]["head"] == "final"
+    assert float(rows[-1]["agree_with_final"]) == 1.0 and all(0 <= float(r["accuracy"]) <= 1 for r in rows)
+    assert all(int(r["n_examples"]) == 40 for r in rows)
+    assert mod.main(["--common", *common, "--config", "static", "mechanism=none", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "has no exit heads" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
