@@ -640,7 +640,9 @@ def log_to_wandb(report: Dict[str, object], project: str) -> Optional[str]:
         run.save(report["tables"], base_path=os.path.dirname(report["tables"]), policy="now")
         return run.dir
     finally:
-        wandb.finish()
+        from eat.wandb_logger import finish
+
+        finish()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -244,6 +244,6 @@ def log_latency_to_wandb(loggers, rows: List[Dict], bs: int, split_names: List[s
 def finish_wandb(loggers) -> None:
     """Close the W&B run of this job, so multirun jobs never write into each other's runs."""
     if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        import wandb
+        from eat.wandb_logger import finish
 
-        wandb.finish()
+        finish()

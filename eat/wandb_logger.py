@@ -15,6 +15,17 @@ class WandbLogger(_LightningWandbLogger):
             self._wandb_init.pop("anonymous", None)
 
 
+def finish() -> None:
+    """End this process's W&B run with its file complete. wandb >= 0.2x writes an offline run through its
+    service process, which may still be flushing when finish() returns (seen on a loaded 2-core machine: the
+    history records arrived seconds later); teardown() stops the service once everything is written, and the
+    next run starts a fresh one."""
+    import wandb
+
+    wandb.finish()
+    wandb.teardown()
+
+
 def read_offline_run(path: str) -> dict:
     """What an offline run's `run-*.wandb` file holds, read back without the network: {"history": {key: value},
     "config": {key: value}, "summary": {key: value}} (values decoded from JSON; later records win).
