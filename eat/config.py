@@ -361,12 +361,13 @@ class RunConfig:
                    f"provider): use trainer.accelerator=cpu")
         sp = self.mechanism.sparse
         if rt in FUSED_RUNTIMES and sp is not None and self.mechanism.mode == "compute" \
-                and sp.blocked_min_length <= self.task.max_length:
+                and max(sp.blocked_min_length, sp.min_length) <= self.task.max_length:  # the blocked kernel is reached
             raise ConfigError(
                 f"runtime={rt} cannot run mechanism.sparse with mechanism.sparse.blocked_min_length="
                 f"{sp.blocked_min_length} <= task.max_length={self.task.max_length}: the O(L x window) blocked "
                 f"kernel is Python between matmuls and a fused ONNX layer can only apply an L x L mask (dense "
-                f"cost). Use runtime=int8 or runtime=eager, or raise mechanism.sparse.blocked_min_length above "
+                f"cost). Use runtime=int8 or runtime=eager, or raise mechanism.sparse.blocked_min_length (or "
+                f"mechanism.sparse.min_length={sp.min_length}, below which the layer runs dense) above "
                 f"task.max_length")
         ex = self.mechanism.exit
         if ex is not None and ex.calibration_split is not None:
