@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 15: EAT on sentence pairs (MNLI-m, QQP) under the offline protocols, one seed; RESULTS section 3.
 #   train:    static fine-tune; stage 2 (exit heads on the frozen backbone, the namesake active at the pair-aware
-#             defaults) without and with self-distillation (mechanism.exit.distill=$DISTILL, default 0.5)
+#             defaults) without and with self-distillation (mechanism.exit.distill=$DISTILL, default 0.5), each
+#             STAGE2_EPOCHS (default 1) epochs: only the heads train, and one epoch of MNLI's 8,832 pairs costs
+#             ~12 minutes of this 2-core CPU
 #   heads:    per-layer exit-head tables of both stage-2 models (experiments/exit_heads.py)
 #   select:   the operating point of the distilled model, chosen on the protocol's selection split (grid=pairs)
 #   bench:    static, HF static and EAT at that point, declared harness: bs=32 on the full evaluation split,
@@ -27,12 +29,13 @@ OP=$R/${T}_offline_select/pairs_seed$SEED/operating_point.yaml
 EXP=experiment=${T}_offline
 C=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$R/${T}_offline.csv)
 
+EPOCHS=trainer.max_epochs=${STAGE2_EPOCHS:-1}
 if [[ $STEPS == *train* ]]; then
   [ -f $STATIC ] || $PY train.py $EXP model=minilm_l6 mechanism=none "${C[@]}" hydra.run.dir=${STATIC%/checkpoints/*}
-  [ -f $E0 ] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC "${C[@]}" \
+  [ -f $E0 ] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC "${C[@]}" $EPOCHS \
     hydra.run.dir=${E0%/checkpoints/*}
   [ -f $E1 ] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC \
-    mechanism.exit.distill=${DISTILL:-0.5} "${C[@]}" hydra.run.dir=${E1%/checkpoints/*}
+    mechanism.exit.distill=${DISTILL:-0.5} "${C[@]}" $EPOCHS hydra.run.dir=${E1%/checkpoints/*}
 fi
 if [[ $STEPS == *heads* ]]; then
   $PY experiments/exit_heads.py --common $EXP data.dir=$GLUE seed=$SEED mechanism=prune+sparse+exit \
