@@ -11,23 +11,26 @@
 #   ablation: at the chosen point (if it is the namesake; else the namesake's defaults), each part switched off in turn (same harness, bs=32, first NA examples,
 #             default all): pair-aware pruning (segments=false), the window below 512 (min_length=0) with and
 #             without global [SEP]s, distillation (the other stage-2 model), and all of them (the old namesake)
-# Usage: bash experiments/pairs.sh mnli|qqp SEED   (STEPS=train,heads,select,bench,ablation; OUT=outputs root)
+# Usage: bash experiments/pairs.sh mnli|qqp SEED [HYDRA OVERRIDES for every step...]
+#        (STEPS=train,heads,select,bench,ablation; OUT=outputs root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:?usage: pairs.sh mnli|qqp SEED}
 SEED=${2:?usage: pairs.sh mnli|qqp SEED}
+shift 2
 case $T in mnli|qqp) ;; *) echo "task=$T: allowed values are mnli, qqp" >&2; exit 2 ;; esac
 STEPS=${STEPS:-train,heads,select,bench,ablation}
 GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
 O=${OUT:-outputs}
 PY=.venv/bin/python
-R=experiments/results
+R=${RESULTS:-experiments/results}  # where the CSVs go; summaries (markdown) go to S
+S=${SUMMARIES:-experiments}
 STATIC=$O/${T}_static_seed$SEED/checkpoints/best.ckpt
 E0=$O/${T}_eat_seed$SEED/checkpoints/best.ckpt
 E1=$O/${T}_eat_distill_seed$SEED/checkpoints/best.ckpt
 OP=$R/${T}_offline_select/pairs_seed$SEED/operating_point.yaml
 EXP=experiment=${T}_offline
-C=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$R/${T}_offline.csv)
+C=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$R/${T}_offline.csv "$@")
 
 EPOCHS=trainer.max_epochs=${STAGE2_EPOCHS:-1}
 if [[ $STEPS == *train* ]]; then
@@ -38,17 +41,18 @@ if [[ $STEPS == *train* ]]; then
     mechanism.exit.distill=${DISTILL:-0.5} "${C[@]}" $EPOCHS hydra.run.dir=${E1%/checkpoints/*}
 fi
 if [[ $STEPS == *heads* ]]; then
-  $PY experiments/exit_heads.py --common $EXP data.dir=$GLUE seed=$SEED mechanism=prune+sparse+exit \
+  $PY experiments/exit_heads.py --common $EXP data.dir=$GLUE seed=$SEED mechanism=prune+sparse+exit "$@" \
     --config plain ckpt_path=$E0 --config distill ckpt_path=$E1 \
-    --out $R/${T}_exit_heads_seed$SEED.csv --summary experiments/${T}_exit_heads.md
+    --out $R/${T}_exit_heads_seed$SEED.csv --summary $S/${T}_exit_heads.md
 fi
 if [[ $STEPS == *select* ]]; then
-  $PY -m eat.select grid=pairs out=$OP candidates=3 ${SELECT_ARGS:-} -- $EXP ckpt_path=$E1 seed=$SEED data.dir=$GLUE
+  $PY -m eat.select grid=pairs out=$OP candidates=3 ${SELECT_ARGS:-} -- $EXP ckpt_path=$E1 seed=$SEED data.dir=$GLUE "$@"
 fi
+EXTRA=("$@")
 bench() {  # bench NAME BS [--max-examples N] --config ...
   local name=$1 bs=$2; shift 2
-  $PY -m eat.bench --ckpt $E1 --task $T --glue $GLUE --batch-sizes $bs --passes 5 --common $EXP seed=$SEED "$@" \
-    --results $R/${T}_$name.csv --predictions $R/predictions/${T}_$name/seed$SEED --summary experiments/bench_${T}_$name.md
+  $PY -m eat.bench --ckpt $E1 --task $T --glue $GLUE --batch-sizes $bs --passes 5 --common $EXP seed=$SEED "${EXTRA[@]}" "$@" \
+    --results $R/${T}_$name.csv --predictions $R/predictions/${T}_$name/seed$SEED --summary $S/bench_${T}_$name.md
 }
 if [[ $STEPS == *bench* ]]; then
   for BS in 32 1; do
