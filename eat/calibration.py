@@ -34,8 +34,9 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 200) -> floa
 
 
 @torch.no_grad()
-def exit_head_logits(encoder: Encoder, batches) -> Tuple[Dict[int, Tensor], Tensor]:
-    """({layer index: (N, C) logits of its exit head, uncalibrated}, (N,) labels), with the exits switched off."""
+def exit_head_logits(encoder: Encoder, batches, final: bool = False) -> Tuple[Dict[int, Tensor], Tensor]:
+    """({layer index: (N, C) logits of its exit head, uncalibrated}, (N,) labels), with the exits switched off.
+    final=True adds the final head's logits under the last layer's index."""
     exit_ = encoder.mechanisms["exit"]
     saved_t, was_training = exit_.temperature.clone(), encoder.training
     exit_.temperature.fill_(1.0)
@@ -50,6 +51,8 @@ def exit_head_logits(encoder: Encoder, batches) -> Tuple[Dict[int, Tensor], Tens
             out = encoder(b["input_ids"], b["attention_mask"], b.get("token_type_ids"))
             for layer, z in zip(exit_.active, out.head_logits):
                 per_head[layer].append(z)
+            if final:
+                per_head.setdefault(len(encoder.layers) - 1, []).append(out.logits)
             labels.append(b["labels"])
     finally:
         exit_.collect_all = False

@@ -93,6 +93,10 @@ class PruneConfig:
     keep_ratios: List[float] = field(default_factory=lambda: [0.7, 0.7])
     criterion: str = "attention"  # attention (received, PoWER-BERT) | norm (hidden-state L2, the paper)
     reference_depth: int = 6
+    # Sentence pairs: the keep ratio applies within each segment (neither sentence can lose all its tokens) and
+    # every [SEP] is kept. false: one ratio over the whole pair, only [CLS] and the first [SEP] kept (earlier
+    # behaviour, for the ablation). Single sentences are pruned the same either way.
+    segments: bool = True
 
     def __post_init__(self) -> None:
         _choice("mechanism.prune.criterion", self.criterion, ("attention", "norm"))
@@ -115,10 +119,22 @@ class SparseConfig:
     # Below this length the local window runs as a dense-masked sdpa call (same result): on CPU dense
     # sdpa beats the blocked kernel up to ~1K tokens (field notes, section 7).
     blocked_min_length: int = 512
+    # The window only where it pays: below this many tokens (in flight in the layer) the layer runs exact dense
+    # attention, identical to the static model. 512 is where the blocked kernel stops losing to dense sdpa on
+    # this CPU (RESULTS section 4: the attention op alone 0.54x at 256, 1.01x at 512, 2.10x at 1,024 tokens);
+    # below it a window only changes the result at dense cost (BigBird likewise runs dense below 704 tokens).
+    # 0: the window at every length (the earlier behaviour, kept for the ablation).
+    min_length: int = 512
+    # Sentence pairs (Longformer's recipe for QA): every [SEP] of a pair is global like [CLS], so each segment
+    # reaches the other through them; `global_segment=second` makes the whole second segment global.
+    global_sep: bool = True
+    global_segment: str = "none"  # none | second
 
     def __post_init__(self) -> None:
         _check(self.window >= 1, "mechanism.sparse.window", self.window, "must be >= 1")
         _check(self.block_size >= 1, "mechanism.sparse.block_size", self.block_size, "must be >= 1")
+        _check(self.min_length >= 0, "mechanism.sparse.min_length", self.min_length, "must be >= 0")
+        _choice("mechanism.sparse.global_segment", self.global_segment, ("none", "second"))
 
 
 @dataclass
@@ -138,9 +154,17 @@ class ExitConfig:
     # every layer. None: the checkpoint's temperatures (1 unless calibrated before).
     calibration_split: Optional[str] = None
     calibration_examples: int = 2000
+    # Self-distillation while training the exit heads: each head's loss is (1 - distill) x cross-entropy with
+    # the label + distill x T^2 x KL(final head's soft labels at temperature T || head's), T = distill_temperature.
+    # Heads that imitate the final layer agree with it sooner, so confident exits cost less accuracy. 0: off.
+    distill: float = 0.0
+    distill_temperature: float = 2.0
 
     def __post_init__(self) -> None:
         _choice("mechanism.exit.criterion", self.criterion, ("confidence", "entropy", "patience"))
+        _check(0.0 <= self.distill <= 1.0, "mechanism.exit.distill", self.distill, "must be in [0, 1]")
+        _check(self.distill_temperature > 0, "mechanism.exit.distill_temperature", self.distill_temperature,
+               "must be > 0")
         _choice("mechanism.exit.pooling", self.pooling, ("mean", "cls"))
         _choice("mechanism.exit.loss_weights", self.loss_weights, ("uniform", "layer"))
         if self.criterion == "confidence":
@@ -342,12 +366,13 @@ class RunConfig:
                    f"provider): use trainer.accelerator=cpu")
         sp = self.mechanism.sparse
         if rt in FUSED_RUNTIMES and sp is not None and self.mechanism.mode == "compute" \
-                and sp.blocked_min_length <= self.task.max_length:
+                and max(sp.blocked_min_length, sp.min_length) <= self.task.max_length:  # the blocked kernel is reached
             raise ConfigError(
                 f"runtime={rt} cannot run mechanism.sparse with mechanism.sparse.blocked_min_length="
                 f"{sp.blocked_min_length} <= task.max_length={self.task.max_length}: the O(L x window) blocked "
                 f"kernel is Python between matmuls and a fused ONNX layer can only apply an L x L mask (dense "
-                f"cost). Use runtime=int8 or runtime=eager, or raise mechanism.sparse.blocked_min_length above "
+                f"cost). Use runtime=int8 or runtime=eager, or raise mechanism.sparse.blocked_min_length (or "
+                f"mechanism.sparse.min_length={sp.min_length}, below which the layer runs dense) above "
                 f"task.max_length")
         ex = self.mechanism.exit
         if ex is not None and ex.calibration_split is not None:

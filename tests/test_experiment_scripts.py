@@ -108,3 +108,49 @@ def test_headline_table_aggregates_seeds_and_calls_small_differences_no_differen
     assert load("table_headline").main(["--results", str(path), "--out", str(tmp_path / "x.md")]) == 2
     assert f"{path}:2: not a row of the declared harness" in capsys.readouterr().err
     assert not (tmp_path / "x.md").exists()
+
+
+@needs_glue
+def test_exit_heads_table_has_one_row_per_head_on_a_pair_task(tmp_path, capsys):
+    """experiments/exit_heads.py on the pretrained MiniLM-L6 (untrained heads: the table's shape, not its values)
+    under the MNLI offline protocol: a row per exit head plus the final head, accuracies in [0, 1], the final head
+    agrees with itself; a mechanism without exits is one error and writes nothing."""
+    common = ["experiment=mnli_offline", "model=minilm_l6", f"data.dir={GLUE_DIR}", "data.max_eval_samples=40",
+              "threads=1"]
+    out = tmp_path / "heads.csv"
+    mod = load("exit_heads")
+    assert mod.main(["--common", *common, "--config", "namesake", "mechanism=prune+sparse+exit",
+                     "--out", str(out), "--summary", str(tmp_path / "heads.md")]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert [int(r["layer"]) for r in rows] == [1, 2, 3, 4, 5, 6] and rows[-1]["head"] == "final"
+    assert float(rows[-1]["agree_with_final"]) == 1.0 and all(0 <= float(r["accuracy"]) <= 1 for r in rows)
+    assert all(int(r["n_examples"]) == 40 for r in rows)
+    assert mod.main(["--common", *common, "--config", "static", "mechanism=none", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "has no exit heads" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+
+
+@needs_glue
+def test_pairs_script_runs_every_step_on_a_tiny_model(tmp_path):
+    """experiments/pairs.sh mnli end to end on model=tiny (real MNLI files, a few steps): static, both stage-2
+    models, the per-layer heads, the selection, the harness bench and the per-part ablation all write their files,
+    and the ablation switches each part off (its rows are the seven configurations)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EAT_GLUE_DIR": str(GLUE_DIR), "OUT": str(tmp_path / "out"),
+           "RESULTS": str(tmp_path / "res"), "SUMMARIES": str(tmp_path / "md"), "N1": "8",
+           "SELECT_ARGS": "grid=smoke threads=1 candidates=1"}
+    (tmp_path / "md").mkdir()
+    small = ["model=tiny", "data.max_train_samples=48", "data.max_eval_samples=24", "data.batch_size=8",
+             "data.selection_examples=16", "trainer.max_epochs=1", "threads=1"]
+    r = subprocess.run(["bash", str(ROOT / "experiments" / "pairs.sh"), "mnli", "0", *small], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = tmp_path / "res"
+    heads = list(csv.DictReader(open(res / "mnli_exit_heads_seed0.csv")))
+    assert {h["config"] for h in heads} == {"plain", "distill"}
+    assert (res / "mnli_offline_select" / "pairs_seed0" / "operating_point.yaml").exists()
+    bench = list(csv.DictReader(open(res / "mnli_pairs.csv")))
+    assert {(b["batch_size"], b["mechanism"] != "none") for b in bench} >= {("32", True), ("1", True)}
+    ablation = list(csv.DictReader(open(res / "mnli_pairs_ablation.csv")))
+    assert len(ablation) == 7 and all(a["harness"] for a in ablation)

@@ -193,7 +193,7 @@ def test_sparse_attention_flops_and_counter_agree():
     mask: static cost."""
     c = TINY
     ids, mask = padded_batch(c, [120, 64, 9], seed=4)
-    sparse = SparseConfig(window=8, block_size=16, blocked_min_length=0)
+    sparse = SparseConfig(window=8, block_size=16, blocked_min_length=0, min_length=0)
     out, total, _ = counted(Encoder(c, {"sparse": SparseAttention(sparse)}).eval(), ids, mask, COUNT_CPU_SDPA)
     assert torch.all(out.flops < out.static_flops)
     assert rel(out.flops.sum().item(), total) < 0.02, (out.flops.sum().item(), total)

@@ -82,11 +82,20 @@ def test_blocked_local_equals_dense_masked_reference(L, block, window):
     B, H, dh = 3, 4, 8
     q, k, v = (torch.randn(B, H, L, dh, generator=g, dtype=torch.float64) for _ in range(3))
     mask = torch.arange(L)[None] < torch.tensor([L, L - 5, max(2, L // 3)])[:, None]  # padding, ragged rows
-    for global_cls in (True, False):
-        want, want_recv, _ = masked_local_attention(q, k, v, mask, window // 2, global_cls, need_received=True)
-        got, got_recv, _ = blocked_local_attention(q, k, v, mask, window // 2, global_cls, block, need_received=True)
+    cls = torch.zeros(B, L, dtype=torch.bool)
+    cls[:, 0] = True
+    pair = cls.clone()  # [CLS] and the [SEP]s of a pair: a different number of global tokens per row
+    for r, n in enumerate(mask.sum(1).tolist()):
+        pair[r, n - 1] = True
+        pair[r, n // 2] = r != 1
+    second = pair | ((torch.arange(L)[None] > (mask.sum(1) // 2)[:, None]) & mask)  # global_segment=second
+    for glob in (None, cls, pair, second):
+        want, want_recv, _ = masked_local_attention(q, k, v, mask, window // 2, glob, need_received=True)
+        got, got_recv, _ = blocked_local_attention(q, k, v, mask, window // 2, glob, block, need_received=True)
+        ctx_only, none_recv, _ = blocked_local_attention(q, k, v, mask, window // 2, glob, block)
         real = mask[:, None, :, None]
         assert ((got - want).abs() * real).max() < 1e-5  # padded query rows are never read
+        assert ((ctx_only - want).abs() * real).max() < 1e-5 and none_recv is None
         assert ((got_recv - want_recv).abs() * mask).max() < 1e-5
 
 
@@ -98,7 +107,7 @@ def test_chunked_received_attention_equals_the_full_probability_matrix(L, monkey
     q, k, v = (torch.randn(B, H, L, dh, generator=g, dtype=torch.float64) for _ in range(3))
     mask = torch.arange(L)[None] < torch.tensor([L, L // 2])[:, None]
     kernels = [lambda: dense_attention(q, k, v, mask, need_received=True),  # (B, 1, 1, L) mask
-               lambda: masked_local_attention(q, k, v, mask, 16, True, need_received=True)]  # (B, 1, L, L)
+               lambda: masked_local_attention(q, k, v, mask, 16, mask & (torch.arange(L) == 0), need_received=True)]  # (B, 1, L, L)
     got = [f() for f in kernels]
     monkeypatch.setattr(attention, "RECEIVED_CHUNK", 10 ** 6)  # force the explicit path as the reference
     want = [f() for f in kernels]
@@ -110,9 +119,100 @@ def test_chunked_received_attention_equals_the_full_probability_matrix(L, monkey
 
 def test_blocked_path_inside_the_encoder_matches_masked_reference():
     ids, mask = batch(B=3, L=70)
-    blocked = MechanismConfig(name="sparse", sparse=SparseConfig(window=16, block_size=16, blocked_min_length=1))
-    masked = MechanismConfig(name="sparse", sparse=SparseConfig(window=16), mode="mask")
-    assert torch.allclose(run(blocked, ids, mask).logits, run(masked, ids, mask).logits, atol=1e-5)
+    for pair_aware in (dict(), dict(global_sep=False), dict(global_segment="second")):
+        blocked = MechanismConfig(name="sparse", sparse=SparseConfig(window=16, block_size=16, blocked_min_length=1,
+                                                                     min_length=0, **pair_aware))
+        masked = MechanismConfig(name="sparse", sparse=SparseConfig(window=16, **pair_aware), mode="mask")
+        assert torch.allclose(run(blocked, ids, mask).logits, run(masked, ids, mask).logits, atol=1e-5)
+
+
+def _differs(a, b) -> bool:
+    """Clearly different logits: the random backbone's logits are ~1e-2, float noise ~1e-8."""
+    return float((a - b).abs().max()) > 1e-6
+
+
+def test_window_below_min_length_is_exactly_the_static_model():
+    """Issue 15: below mechanism.sparse.min_length (default 512, the measured crossover) the layer runs exact
+    dense attention; min_length=0 keeps the window at every length (the earlier behaviour)."""
+    for pair in (True, False):
+        ids, mask = batch(B=3, L=70, pair=pair)
+        static = run(STATIC, ids, mask)
+        assert torch.equal(run(MechanismConfig(name="sparse", sparse=SparseConfig(window=16)), ids, mask).logits,
+                           static.logits)
+        windowed = run(MechanismConfig(name="sparse", sparse=SparseConfig(window=16, min_length=0)), ids, mask)
+        assert _differs(windowed.logits, static.logits)
+        at_crossover = MechanismConfig(name="sparse", sparse=SparseConfig(window=16, min_length=70))
+        assert torch.equal(run(at_crossover, ids, mask).logits, windowed.logits)  # from min_length on: the window
+
+
+def test_pair_globals_change_what_a_pair_sees():
+    """[SEP] global (default) and the whole second segment global each change a windowed pair's result; a
+    single sentence has no [SEP] global (only [CLS]), so global_sep changes nothing for it."""
+    sp = lambda **kw: MechanismConfig(name="sparse", sparse=SparseConfig(window=8, min_length=0, **kw))  # noqa
+    ids, mask = batch(B=3, L=70)
+    cls_only, seps, second = (run(sp(**kw), ids, mask).logits for kw in
+                              (dict(global_sep=False), dict(), dict(global_segment="second")))
+    assert _differs(cls_only, seps) and _differs(seps, second)
+    ids, mask = batch(B=3, L=70, pair=False)
+    assert torch.equal(run(sp(global_sep=False), ids, mask).logits, run(sp(), ids, mask).logits)
+
+
+def _segments(ids, mask):
+    """(first, second) real-token counts of each row of batch(): the first [SEP] at n // 2."""
+    n = mask.sum(1)
+    return n // 2 + 1, n - n // 2 - 1
+
+
+def test_pair_aware_pruning_keeps_the_ratio_within_each_segment_and_every_sep():
+    ids, mask = batch(B=6, L=60, seed=3)
+    enc = encoder(MechanismConfig(name="prune", prune=PruneConfig(layers=[2], keep_ratios=[0.3])))
+    kept = []
+    orig = enc.mechanisms["prune"].after_layer
+
+    def spy(layer, state):
+        new = orig(layer, state)
+        if layer in enc.mechanisms["prune"].keep:
+            kept.append((new.protected.clone(), new.mask.clone()))
+        return new
+    enc.mechanisms["prune"].after_layer = spy
+    with torch.no_grad():
+        out = enc(ids, mask)
+    prot, new_mask = kept[0]
+    n1, n2 = _segments(ids, mask)
+    from eat.mechanisms.attention import second_segment
+    sec = second_segment(prot) & new_mask
+    for r in range(ids.shape[0]):
+        assert int(prot[r].sum()) == 3  # [CLS] and both [SEP]s survive
+        assert int((new_mask[r] & ~sec[r]).sum()) == max(-(-3 * int(n1[r]) // 10), 2)
+        assert int(sec[r].sum()) == max(-(-3 * int(n2[r]) // 10), 1)
+    assert torch.equal(out.tokens_kept[:, 2], new_mask.sum(1))  # what layer 3 ran on
+
+
+def test_pair_aware_pruning_leaves_single_sentences_as_before_and_is_batch_invariant():
+    for pair in (False, True):
+        ids, mask = batch(B=5, L=48, seed=4, pair=pair)
+        new = run(MechanismConfig(name="prune", prune=PruneConfig(keep_ratios=[0.5, 0.5])), ids, mask)
+        old = run(MechanismConfig(name="prune", prune=PruneConfig(keep_ratios=[0.5, 0.5], segments=False)), ids, mask)
+        assert torch.equal(new.logits, old.logits) != pair  # pairs: a different choice of tokens
+        one = [run(MechanismConfig(name="prune", prune=PruneConfig(keep_ratios=[0.5, 0.5])), ids[r:r + 1],
+                   mask[r:r + 1]) for r in range(5)]
+        assert torch.allclose(torch.cat([o.logits for o in one]), new.logits, atol=1e-5)
+        assert torch.equal(torch.cat([o.tokens_kept for o in one]), new.tokens_kept)
+
+
+def test_exit_distillation_pulls_heads_towards_the_final_head():
+    """mechanism.exit.distill=0 is the plain joint loss; with distill > 0 a head that already matches the final
+    head's soft labels loses less than one that does not."""
+    from eat.mechanisms.early_exit import EarlyExit
+    labels = torch.tensor([0, 1, 2, 1])
+    final = torch.tensor([[2.0, 0.1, 0.0], [0.0, 1.5, 0.3], [0.2, 0.1, 1.0], [1.0, 0.9, 0.0]])
+    other = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    plain = EarlyExit(ExitConfig(layers=[1]), 6, 8, 3)
+    kd = EarlyExit(ExitConfig(layers=[1], distill=0.5), 6, 8, 3)
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(plain.joint_loss([other], final, labels), (ce(other, labels) + ce(final, labels)) / 2)
+    assert torch.allclose(kd.joint_loss([final], final, labels), (0.5 * ce(final, labels) + ce(final, labels)) / 2)
+    assert kd.joint_loss([other], final, labels) > kd.joint_loss([final], final, labels)
 
 
 def test_pruning_really_shortens_the_sequence():
@@ -151,20 +251,25 @@ def test_protected_tokens_survive_pruning():
     ids, mask = batch(B=2, L=30)
     mask = mask.bool()
     prot = encoder(STATIC).protected_tokens(ids, mask)
-    assert prot.sum(1).tolist() == [2, 2]  # [CLS] + first [SEP] of each pair
+    assert prot.sum(1).tolist() == [3, 3]  # [CLS] + both [SEP]s of each pair
     B, L = ids.shape
     hidden = torch.rand(B, L, 8) + 1.0
     hidden[prot] = 0.0  # the lowest L2 norm of all, apart from the position tag below
     hidden[..., 1] = torch.arange(L, dtype=torch.float)  # remember each token's position
-    out = Outputs(torch.zeros(B, 3), torch.full((B,), 6), mask.sum(1), torch.zeros(B, 6, dtype=torch.long),
-                  torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64))
-    pruner = TokenPruner(PruneConfig(keep_ratios=[0.2, 0.2], criterion="norm"), num_layers=6)
-    state = pruner.after_layer(1, State(hidden, mask, torch.arange(B), prot, out))
-    for r in range(B):
-        kept = state.hidden[r, state.mask[r], 1].long().tolist()
-        assert set(prot[r].nonzero().squeeze(1).tolist()) <= set(kept)
-        assert kept == sorted(kept) and len(kept) == max(2, -(-int(mask[r].sum()) * 2 // 10))
-    assert state.length < L
+    n1, n2 = _segments(ids, mask)
+    for segments in (True, False):  # false: the earlier rule, [CLS] and the first [SEP] only
+        out = Outputs(torch.zeros(B, 3), torch.full((B,), 6), mask.sum(1), torch.zeros(B, 6, dtype=torch.long),
+                      torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64))
+        pruner = TokenPruner(PruneConfig(keep_ratios=[0.2, 0.2], criterion="norm", segments=segments), num_layers=6)
+        state = pruner.after_layer(1, State(hidden, mask, torch.arange(B), prot, out))
+        for r in range(B):
+            kept = state.hidden[r, state.mask[r], 1].long().tolist()
+            must = prot[r].nonzero().squeeze(1).tolist()[:None if segments else 2]
+            assert set(must) <= set(kept) and kept == sorted(kept)
+            want = max(2, -(-int(n1[r]) * 2 // 10)) + max(1, -(-int(n2[r]) * 2 // 10)) if segments else \
+                max(2, -(-int(mask[r].sum()) * 2 // 10))
+            assert len(kept) == want
+        assert state.length < L
 
 
 def test_early_exit_really_drops_rows_and_keeps_order():

@@ -267,6 +267,8 @@ def test_fused_runtime_refuses_the_blocked_window_kernel_at_start_up(tmp_path):
         _rc(tmp_path, "runtime=ort", "mechanism=prune+sparse+exit", "task.max_length=1024")
     _rc(tmp_path, "runtime=int8", "mechanism=prune+sparse+exit", "task.max_length=1024")
     _rc(tmp_path, "runtime=ort_int8", "mechanism=prune+sparse+exit")  # SST-2's 128 tokens: masked window, fine
+    # the window only from min_length tokens on: above task.max_length the blocked kernel is never reached
+    _rc(tmp_path, "runtime=ort", "mechanism=prune+sparse+exit", "task.max_length=1024", "mechanism.sparse.min_length=2048")
 
 
 def test_peer_and_runtime_errors_name_the_key(tmp_path):

@@ -108,4 +108,10 @@ class EarlyExit(Mechanism):
     def joint_loss(self, head_logits: List[Tensor], final_logits: Tensor, labels: Tensor) -> Tensor:
         w = self.loss_weights()
         losses = [F.cross_entropy(z, labels) for z in [*head_logits, final_logits]]
+        a, T = self.cfg.distill, self.cfg.distill_temperature
+        if a > 0:  # self-distillation: the exit heads also imitate the final head's soft labels (a teacher only)
+            teacher = F.softmax(final_logits.detach().float() / T, -1)
+            losses[:-1] = [(1 - a) * ce + a * T * T * F.kl_div(F.log_softmax(z.float() / T, -1), teacher,
+                                                                reduction="batchmean")
+                           for ce, z in zip(losses[:-1], head_logits)]
         return sum(wi * li for wi, li in zip(w, losses)) / sum(w)

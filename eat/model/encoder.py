@@ -120,12 +120,12 @@ class Encoder(nn.Module):
             nn.init.zeros_(m.bias)
 
     def protected_tokens(self, input_ids: Tensor, mask: Tensor) -> Tensor:
-        """[CLS] always; the first [SEP] too when the row is a sentence pair (two or more [SEP])."""
+        """[CLS] always; every [SEP] too when the row is a sentence pair (two or more [SEP]). Pruning keeps
+        them, and they mark the segments (eat.mechanisms.attention.second_segment)."""
         prot = torch.zeros_like(mask)
         prot[:, 0] = True
         sep = input_ids.eq(self.c.sep_token_id) & mask
-        first_sep = sep & (sep.cumsum(1) == 1)
-        return prot | (first_sep & (sep.sum(1, keepdim=True) >= 2))
+        return prot | (sep & (sep.sum(1, keepdim=True) >= 2))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Optional[Tensor] = None) -> Outputs:
         B, L = input_ids.shape

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Issue 15: EAT on sentence pairs (MNLI-m, QQP) under the offline protocols, one seed; RESULTS section 3.
+#   train:    static fine-tune; stage 2 (exit heads on the frozen backbone, the namesake active at the pair-aware
+#             defaults) without and with self-distillation (mechanism.exit.distill=$DISTILL, default 0.5), each
+#             STAGE2_EPOCHS (default 1) epochs: only the heads train, and one epoch of MNLI's 8,832 pairs costs
+#             ~12 minutes of this 2-core CPU
+#   heads:    per-layer exit-head tables of both stage-2 models (experiments/exit_heads.py)
+#   select:   the operating point of the distilled model, chosen on the protocol's selection split (grid=pairs)
+#   bench:    static, HF static and EAT at that point, declared harness: bs=32 on the full evaluation split
+#             (or its first N32), bs=1 on its first N1 (default 2,000) examples. MNLI pairs cost ~15 ms/example
+#             here: 3 configurations x 5 passes of the full 9,815 at bs=32 take ~40 minutes
+#   ablation: at the chosen point (if it is the namesake; else the namesake's defaults), each part switched off in turn (same harness, bs=32, first NA examples,
+#             default all): pair-aware pruning (segments=false), the window below 512 (min_length=0) with and
+#             without global [SEP]s, distillation (the other stage-2 model), and all of them (the old namesake)
+# Usage: bash experiments/pairs.sh mnli|qqp SEED [HYDRA OVERRIDES for every step...]
+#        (STEPS=train,heads,select,bench,ablation; OUT=outputs root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=${1:?usage: pairs.sh mnli|qqp SEED}
+SEED=${2:?usage: pairs.sh mnli|qqp SEED}
+shift 2
+case $T in mnli|qqp) ;; *) echo "task=$T: allowed values are mnli, qqp" >&2; exit 2 ;; esac
+STEPS=${STEPS:-train,heads,select,bench,ablation}
+GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
+O=${OUT:-outputs}
+PY=.venv/bin/python
+R=${RESULTS:-experiments/results}  # where the CSVs go; summaries (markdown) go to S
+S=${SUMMARIES:-experiments}
+STATIC=$O/${T}_static_seed$SEED/checkpoints/best.ckpt
+E0=$O/${T}_eat_seed$SEED/checkpoints/best.ckpt
+E1=$O/${T}_eat_distill_seed$SEED/checkpoints/best.ckpt
+OP=$R/${T}_offline_select/pairs_seed$SEED/operating_point.yaml
+EXP=experiment=${T}_offline
+C=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$R/${T}_offline.csv "$@")
+
+EPOCHS=trainer.max_epochs=${STAGE2_EPOCHS:-1}
+if [[ $STEPS == *train* ]]; then
+  [ -f $STATIC ] || $PY train.py $EXP model=minilm_l6 mechanism=none "${C[@]}" hydra.run.dir=${STATIC%/checkpoints/*}
+  [ -f $E0 ] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC "${C[@]}" $EPOCHS \
+    hydra.run.dir=${E0%/checkpoints/*}
+  [ -f $E1 ] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC \
+    mechanism.exit.distill=${DISTILL:-0.5} "${C[@]}" $EPOCHS hydra.run.dir=${E1%/checkpoints/*}
+fi
+if [[ $STEPS == *heads* ]]; then
+  $PY experiments/exit_heads.py --common $EXP data.dir=$GLUE seed=$SEED mechanism=prune+sparse+exit "$@" \
+    --config plain ckpt_path=$E0 --config distill ckpt_path=$E1 \
+    --out $R/${T}_exit_heads_seed$SEED.csv --summary $S/${T}_exit_heads.md
+fi
+if [[ $STEPS == *select* ]]; then
+  $PY -m eat.select grid=pairs out=$OP candidates=3 ${SELECT_ARGS:-} -- $EXP ckpt_path=$E1 seed=$SEED data.dir=$GLUE "$@"
+fi
+EXTRA=("$@")
+bench() {  # bench NAME BS [--max-examples N] --config ...
+  local name=$1 bs=$2; shift 2
+  $PY -m eat.bench --ckpt $E1 --task $T --glue $GLUE --batch-sizes $bs --passes 5 --common $EXP seed=$SEED "${EXTRA[@]}" "$@" \
+    --results $R/${T}_$name.csv --predictions $R/predictions/${T}_$name/seed$SEED --summary $S/bench_${T}_$name.md
+}
+if [[ $STEPS == *bench* ]]; then
+  for BS in 32 1; do
+    LIM=(); [ $BS = 1 ] && LIM=(--max-examples ${N1:-2000}); [ $BS = 32 ] && [ -n "${N32:-}" ] && LIM=(--max-examples $N32)
+    bench pairs $BS "${LIM[@]}" --config static mechanism=none --config hf_static mechanism=none peer=hf_static \
+      --config eat operating_point=$OP
+  done
+fi
+if [[ $STEPS == *ablation* ]]; then
+  # The chosen point's own overrides when it is the namesake (an operating_point file replaces the whole mechanism
+  # block, so parts could not be switched off on top of it); otherwise the namesake at its defaults.
+  BASE=($($PY -c "import sys, yaml; c = yaml.safe_load(open(sys.argv[1]))['chosen']['overrides']
+m = [o for o in c if o.startswith('mechanism')]
+print(' '.join(m if 'mechanism=prune+sparse+exit' in m else ['mechanism=prune+sparse+exit']))" $OP))
+  LIM=(); [ -n "${NA:-}" ] && LIM=(--max-examples $NA)
+  OLD=(mechanism.prune.segments=false mechanism.sparse.min_length=0 mechanism.sparse.global_sep=false)
+  bench pairs_ablation 32 "${LIM[@]}" --config static mechanism=none \
+    --config eat "${BASE[@]}" \
+    --config no_segments "${BASE[@]}" mechanism.prune.segments=false \
+    --config window_sep "${BASE[@]}" mechanism.sparse.min_length=0 \
+    --config window_cls "${BASE[@]}" mechanism.sparse.min_length=0 mechanism.sparse.global_sep=false \
+    --config no_distill "${BASE[@]}" ckpt_path=$E0 \
+    --config old_namesake "${BASE[@]}" ckpt_path=$E0 "${OLD[@]}"
+fi
