@@ -42,6 +42,9 @@ CONFIGS+=(--config eat_eager operating_point=$OP
   --config eat_int8 operating_point=$OP runtime=int8
   --config eat_ort operating_point=$OP runtime=ort
   --config eat_ort_int8 operating_point=$OP runtime=ort_int8)
+# The INT8 runtimes' earlier activation scheme (one scale per call, batch-dependent), for the record (TENSOR_SCHEME= drops it)
+[ -n "${TENSOR_SCHEME-1}" ] && CONFIGS+=(--config eat_int8_tensor operating_point=$OP runtime=int8 runtime.activation=tensor
+  --config eat_ort_int8_tensor operating_point=$OP runtime=ort_int8 runtime.activation=tensor)
 
 bench() {  # bench BATCH_SIZES [eat.bench args...]
   local bs=$1; shift

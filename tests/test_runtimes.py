@@ -327,7 +327,8 @@ def test_peers_and_runtimes_run_through_eval_py(tmp_path, tiny_ckpt):
 @needs_glue
 def test_unrunnable_runtime_fails_at_start_up_through_eval_py(tmp_path, tiny_ckpt):
     r = run_script("eval.py", tiny_overrides(tmp_path, f"ckpt_path={tiny_ckpt}", "mechanism=sparse", "runtime=ort",
-                                             "mechanism.sparse.blocked_min_length=16"), tmp_path)
+                                             "mechanism.sparse.blocked_min_length=16", "mechanism.sparse.min_length=0"),
+                   tmp_path)
     assert r.returncode == 2
     assert "runtime=ort cannot run mechanism.sparse" in r.stderr
     assert not (tmp_path / "results.csv").exists()
