@@ -44,7 +44,7 @@ fi
 if [[ $STEPS == *heads* ]]; then
   $PY experiments/exit_heads.py --common $EXP data.dir=$GLUE seed=$SEED mechanism=prune+sparse+exit "$@" \
     --config plain ckpt_path=$E0 --config distill ckpt_path=$E1 \
-    --out $R/${T}_exit_heads_seed$SEED.csv --summary $S/${T}_exit_heads.md
+    --out $R/exit_heads/${T}_seed$SEED.csv --summary $S/${T}_exit_heads.md
 fi
 if [[ $STEPS == *select* ]]; then
   $PY -m eat.select grid=pairs out=$OP candidates=3 ${SELECT_ARGS:-} -- $EXP ckpt_path=$E1 seed=$SEED data.dir=$GLUE "$@"

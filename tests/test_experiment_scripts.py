@@ -148,7 +148,7 @@ def test_pairs_script_runs_every_step_on_a_tiny_model(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = tmp_path / "res"
-    heads = list(csv.DictReader(open(res / "mnli_exit_heads_seed0.csv")))
+    heads = list(csv.DictReader(open(res / "exit_heads" / "mnli_seed0.csv")))
     assert {h["config"] for h in heads} == {"plain", "distill"}
     assert (res / "mnli_offline_select" / "pairs_seed0" / "operating_point.yaml").exists()
     ablation = list(csv.DictReader(open(res / "mnli_pairs_ablation.csv")))
