@@ -80,20 +80,16 @@ class MaskedAttention:
         return self.fn(q, k, v, need_received, dropout_p)
 
 
-def local_allowed(L: int, half: int, global_cls: bool, device=None) -> Tensor:
-    """(L, L) bool: query i may see key j when |i - j| <= half, plus [CLS] row and column if global."""
+def local_allowed(L: int, half: int, device=None) -> Tensor:
+    """(L, L) bool: query i may see key j when |i - j| <= half (global tokens are added by windowed_allowed)."""
     i = torch.arange(L, device=device)
-    allowed = (i[:, None] - i[None, :]).abs() <= half
-    if global_cls:
-        allowed[0, :] = True
-        allowed[:, 0] = True
-    return allowed
+    return (i[:, None] - i[None, :]).abs() <= half
 
 
 def windowed_allowed(L: int, half: int, mask: Tensor, glob: Optional[Tensor]) -> Tensor:
     """(B, 1, L, L) bool: the window, plus the rows and columns of the global tokens `glob` (B, L) of each
     row (None: no global token), restricted to real keys."""
-    allowed = local_allowed(L, half, False, mask.device)[None]  # (1, L, L)
+    allowed = local_allowed(L, half, mask.device)[None]  # (1, L, L)
     if glob is not None:
         allowed = allowed | glob[:, :, None] | glob[:, None, :]  # (B, L, L)
     return allowed[:, None] & mask[:, None, None, :]
