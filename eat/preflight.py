@@ -1,5 +1,5 @@
-"""Checks that need no torch, Lightning or model: run by train.py / eval.py before the heavy imports, so a
-missing data file or an unreachable hub ends the run in a few seconds with one line."""
+"""Checks that need no Lightning, data or model: run by train.py / eval.py before the heavy imports, so a bad
+config, a missing data file or an unreachable hub ends the run in a few seconds with one line."""
 from __future__ import annotations
 
 from typing import List
@@ -22,24 +22,6 @@ def splits_read(rc: RunConfig) -> List[str]:
     return list(dict.fromkeys("train" if s == "selection" else s for s in splits))
 
 
-def check_against_model(rc: RunConfig) -> None:
-    """Checks that need the model's depth (mechanism layers are rescaled to it), before the tokenizer or
-    any data is loaded: build the mechanisms alone, for the model's shape, and let them raise ConfigError."""
-    from eat.mechanisms import build_mechanisms
-    from eat.model.build import keep_layers
-    from eat.model.encoder import EncoderConfig
-    from eat.model.hub import encoder_config, resolve_checkpoint
-
-    num_labels = TASKS[rc.task.name].num_labels
-    m = rc.model
-    if m.pretrained is None:
-        c = EncoderConfig(arch=m.arch, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
-                          num_labels=num_labels)
-    else:
-        c = encoder_config(resolve_checkpoint(m.pretrained), num_labels)
-    build_mechanisms(rc.mechanism, keep_layers(c, m))
-
-
 def preflight(cfg: DictConfig) -> None:
     """Config values and data sources. An evaluation of a checkpoint is checked later, in eat.runner.run,
     once the checkpoint has said which task it was trained on."""
@@ -49,7 +31,9 @@ def preflight(cfg: DictConfig) -> None:
     try:
         check_sources(rc.task, rc.data, splits_read(rc))
     except DataError:
-        # Config errors come before data errors: the checks against the model's depth (they import torch,
-        # so they run only here, when the data error would end the run anyway) may have a config error.
+        # Config errors come before data errors: the checks against the model's depth (they build the
+        # mechanisms, so they run only here, when the data error would end the run anyway) may have a config error.
+        from eat.build import check_against_model
+
         check_against_model(rc)
         raise

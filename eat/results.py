@@ -138,6 +138,11 @@ def read_rows(path: str) -> List[Dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def prediction_path(folder: str, split: str, batch_size: int) -> str:
+    """Where an evaluation's per-example predictions for one split and batch size are written (eval.py, eat.bench)."""
+    return os.path.join(folder, f"predictions_{split}_bs{batch_size}.csv")
+
+
 def write_csv_atomic(path: str, columns: List[str], data: Mapping[str, list]) -> None:
     """Write columns of equal length to `path` via a temp file + rename (never a half-written file)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -162,4 +167,29 @@ def summarize(records: Mapping[str, list], num_layers: int) -> Dict[str, Optiona
         "gflops_per_example": g,
         "gflops_static_per_example": gs,
         "flops_reduction": gs / g if g > 0 else None,
+    }
+
+
+def result_row(rc, plain: Mapping, *, run_id: str, split: str, batch_size: int, device: str, metrics: Mapping,
+               records: Mapping[str, list], num_layers: int, output_dir: str, harness: str,
+               ckpt_path: Optional[str] = None, mechanism: Optional[Mapping] = None, **measured) -> Dict:
+    """One results row of an evaluation of `rc` (eat.config.RunConfig; `plain`: its resolved config as a dict, for
+    the config hash and the mechanism settings): who ran what, the metrics, the adaptive statistics of the
+    per-example `records`, and the `measured` timing columns. eval.py and the harness (eat.bench) both write
+    these rows; `_format` refuses a column that is not in COLUMNS."""
+    import time
+
+    import torch
+
+    mech = dict(mechanism if mechanism is not None else plain["mechanism"])
+    return {
+        "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_sha": git_sha(),
+        "config_hash": config_hash(plain), "task": rc.task.name, "split": split, "model": rc.peer or rc.model.name,
+        "mechanism": rc.mechanism.name, "mode": rc.mechanism.mode, "seed": rc.seed, "batch_size": batch_size,
+        "device": device, "threads": torch.get_num_threads(), "n_examples": len(records["idx"]),
+        **metrics, **summarize(records, num_layers),
+        "mechanism_params": json.dumps({k: v for k, v in mech.items() if k != "name"}, sort_keys=True),
+        "ckpt_path": (rc.ckpt_path if ckpt_path is None else ckpt_path) or "", "output_dir": output_dir,
+        "operating_point_source": rc.operating_point_source, "harness": harness, "runtime": rc.runtime.name,
+        **measured,
     }

@@ -1,7 +1,7 @@
 """What `train.py` and `eval.py` do: validate the config, build the objects, fit, evaluate, write results."""
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import time
 import uuid
@@ -10,17 +10,18 @@ from typing import Dict, List, Optional
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from eat import results
+from eat.build import build_module, check_against_model, load_checkpoint_weights, load_tokenizer, prepare_for_eval
 from eat.callbacks.latency import LatencyCallback
 from eat.config import ConfigError, RunConfig, apply_operating_point, to_run_config
 from eat.data.glue import GLUEDataModule, check_sources
 from eat.data.tasks import TASKS
 from eat.lit_module import PREDICTION_FIELDS, EATModule
 from eat.logs import quiet_logging, say
-from eat.preflight import check_against_model, splits_read  # noqa: F401 (check_against_model: API)
-from eat.model.build import build_encoder, load_tokenizer
+from eat.preflight import splits_read
 
 
 def set_env_defaults() -> None:
@@ -29,12 +30,6 @@ def set_env_defaults() -> None:
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def build_module(run: RunConfig, tokenizer, eval_splits: List[str], config_blocks: Optional[Dict] = None) -> EATModule:
-    spec = TASKS[run.task.name]
-    encoder = build_encoder(run.model, run.mechanism, spec.num_labels, tokenizer)
-    return EATModule(encoder, spec, run.optim, eval_splits, config_blocks=config_blocks)
 
 
 def check_resumable(path: str) -> None:
@@ -46,24 +41,6 @@ def check_resumable(path: str) -> None:
         raise ConfigError(f"ckpt_path={path!r} is a weights-only checkpoint (no optimizer state): training cannot "
                           f"resume from it. Train with callbacks=resumable to keep resumable checkpoints "
                           f"(checkpoints/last.ckpt), or start a new run from its weights with init_ckpt={path}")
-
-
-def load_checkpoint_weights(module: EATModule, path: str, fresh_mechanisms: bool = False) -> None:
-    """Load trained weights. Mechanism weights the checkpoint has but this config does not use are ignored
-    (evaluate an exit-trained model without exits); weights this config needs but the checkpoint lacks
-    are an error (exit heads cannot be evaluated untrained), unless `fresh_mechanisms` (init_ckpt)."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"ckpt_path={path!r}: file not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if fresh_mechanisms:
-        missing = [k for k in missing if ".mechanisms." not in k]
-    if missing:
-        raise ConfigError(f"ckpt_path={path!r} lacks weights this config needs: {missing[:6]} "
-                          f"(was it trained with the same model and mechanism?)")
-    bad = [k for k in unexpected if ".mechanisms." not in k]
-    if bad:
-        raise ConfigError(f"ckpt_path={path!r} has weights this model does not know: {bad[:6]}")
 
 
 def is_completed(rc: RunConfig, chash: str) -> bool:
@@ -108,16 +85,17 @@ def run(cfg: DictConfig) -> List[Dict]:
 
     tokenizer = load_tokenizer(rc.model)
     dm = GLUEDataModule(rc.task, rc.data, tokenizer, rc.seed)
-    from eat.ckpt_config import blocks_of
+    from eat.ckpt_config import BLOCKS
 
-    module = build_module(rc, tokenizer, dm.eval_split_names, config_blocks=blocks_of(cfg))
+    # From here on the run is `rc`; `plain` is only its record (config hash, the blocks a checkpoint carries).
+    module = build_module(rc, tokenizer, dm.eval_split_names, config_blocks={b: plain[b] for b in BLOCKS})
     if rc.init_ckpt:
         load_checkpoint_weights(module, rc.init_ckpt, fresh_mechanisms=True)
-    loggers = [instantiate(node) for node in cfg.logger.values()]
-    callbacks = [instantiate(node) for node in cfg.callbacks.values()]
+    loggers = [instantiate(node) for node in rc.logger.values()]
+    callbacks = [instantiate(node) for node in rc.callbacks.values()]
     try:
         if rc.train:
-            trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+            trainer = instantiate(dataclasses.asdict(rc.trainer), logger=loggers or False, callbacks=callbacks,
                                   default_root_dir=rc.output_dir)
             t0 = time.perf_counter()
             trainer.fit(module, datamodule=dm, ckpt_path=rc.ckpt_path)
@@ -141,43 +119,26 @@ def run(cfg: DictConfig) -> List[Dict]:
                 load_checkpoint_weights(module, rc.ckpt_path)
             ckpt = rc.ckpt_path
         prepare_for_eval(rc, module, dm)
-        rows = evaluate(cfg, rc, module, dm, loggers, callbacks, chash, ckpt)
+        rows = evaluate(rc, plain, module, dm, loggers, callbacks, ckpt)
     finally:
         finish_wandb(loggers)
     return rows
 
 
-def prepare_for_eval(rc: RunConfig, module: EATModule, dm: GLUEDataModule) -> None:
-    """After the weights are in: swap in the peer, or fit the exit temperatures, then switch the encoder to
-    the runtime (eat/runtimes.py), as the config asks."""
-    if rc.peer is not None:
-        from eat.peers import build_peer
-
-        module.encoder = build_peer(rc.peer, module.encoder.eval(), rc.runtime)
-    ex = rc.mechanism.exit
-    if ex is not None and ex.calibration_split is not None:
-        from eat.calibration import calibrate_exits
-
-        fitted = calibrate_exits(module.encoder, dm.head_dataloader(ex.calibration_split, ex.calibration_examples))
-        say(f"[eat] exit temperatures fitted on the first {ex.calibration_examples} rows of "
-              f"{ex.calibration_split}: " + " ".join(f"L{k}={t:.3f}" for k, t in fitted.items()))
-    if rc.runtime.name != "eager":
-        from eat.runtimes import apply_runtime
-
-        apply_runtime(module.encoder, rc.runtime)
-
-
-def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModule, loggers, callbacks,
-             chash: str, ckpt: Optional[str]) -> List[Dict]:
+def evaluate(rc: RunConfig, plain: Dict, module: EATModule, dm: GLUEDataModule, loggers, callbacks,
+             ckpt: Optional[str]) -> List[Dict]:
     """Evaluate once per batch size in `eval_batch_sizes`; append one results row per (split, batch size)."""
     latency = next((c for c in callbacks if isinstance(c, LatencyCallback)), None) or LatencyCallback()
-    trainer = instantiate(cfg.trainer, devices=1, strategy="auto", num_nodes=1, logger=loggers or False,
-                          callbacks=[latency], default_root_dir=rc.output_dir)
+    trainer = instantiate(dataclasses.asdict(rc.trainer), devices=1, strategy="auto", num_nodes=1,
+                          logger=loggers or False, callbacks=[latency], default_root_dir=rc.output_dir)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     num_layers = module.encoder.c.num_layers
-    mech = OmegaConf.to_container(cfg.mechanism, resolve=True)
+    mech = dict(plain["mechanism"])
     if rc.mechanism.exit is not None and rc.mechanism.exit.calibration_split is not None:  # record what was fitted
-        mech["exit"]["temperatures"] = [round(t, 4) for t in module.encoder.mechanisms["exit"].temperature.tolist()]
+        from eat.calibration import exit_mechanism
+
+        mech["exit"] = {**mech["exit"], "temperatures": [
+            round(t, 4) for t in exit_mechanism(module.encoder).temperature.tolist()]}
     all_rows = []
     module.eval()
     for bs in rc.eval_batch_sizes:
@@ -188,21 +149,13 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
         for i, split in enumerate(dm.eval_split_names):
             res = per_split[split]
             recs = res["records"]
-            results.write_csv_atomic(os.path.join(rc.output_dir, f"predictions_{split}_bs{bs}.csv"),
-                                     list(PREDICTION_FIELDS), recs)
-            row = {
-                "run_id": run_id, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_sha": results.git_sha(),
-                "config_hash": chash, "task": rc.task.name, "split": split, "model": rc.peer or rc.model.name,
-                "mechanism": rc.mechanism.name, "mode": rc.mechanism.mode, "seed": rc.seed, "batch_size": bs,
+            results.write_csv_atomic(results.prediction_path(rc.output_dir, split, bs), list(PREDICTION_FIELDS), recs)
+            row = results.result_row(
+                rc, plain, run_id=run_id, split=split, batch_size=bs,
                 # the strategy's device: `trainer.test` has moved the module back to the CPU by now
-                "device": trainer.strategy.root_device.type, "threads": torch.get_num_threads(), "n_examples": len(recs["idx"]),
-                **res["metrics"], **results.summarize(recs, num_layers),
-                **{k: v for k, v in latency.summary(i).items() if k in results.COLUMNS},
-                "mechanism_params": json.dumps({k: v for k, v in mech.items() if k != "name"}, sort_keys=True),
-                "ckpt_path": ckpt or "", "output_dir": rc.output_dir,
-                "operating_point_source": rc.operating_point_source, "harness": "lightning",
-                "runtime": rc.runtime.name,
-            }
+                device=trainer.strategy.root_device.type, metrics=res["metrics"], records=recs,
+                num_layers=num_layers, output_dir=rc.output_dir, harness="lightning", ckpt_path=ckpt or "",
+                mechanism=mech, **{k: v for k, v in latency.summary(i).items() if k in results.COLUMNS})
             rows.append(row)
             for lg in loggers:
                 lg.log_metrics({f"test/{split}/bs{bs}/{k}": v for k, v in row.items()
@@ -220,7 +173,7 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
         results.append_rows(rc.results_csv, rows)
         all_rows.extend(rows)
     for lg in loggers:  # the final results as a W&B table (kept in the offline run folder as JSON)
-        if type(lg).__name__ == "WandbLogger":
+        if isinstance(lg, WandbLogger):
             lg.log_table(key="results", columns=results.COLUMNS, data=[[r.get(c) for c in results.COLUMNS]
                                                                      for r in all_rows])
     return all_rows
@@ -229,7 +182,7 @@ def evaluate(cfg: DictConfig, rc: RunConfig, module: EATModule, dm: GLUEDataModu
 def log_latency_to_wandb(loggers, rows: List[Dict], bs: int, split_names: List[str]) -> None:
     """Per-batch latency of one batch size as a W&B table and a line chart (latency over batches)."""
     for lg in loggers:
-        if type(lg).__name__ != "WandbLogger":
+        if not isinstance(lg, WandbLogger):
             continue
         import wandb
 
@@ -243,7 +196,7 @@ def log_latency_to_wandb(loggers, rows: List[Dict], bs: int, split_names: List[s
 
 def finish_wandb(loggers) -> None:
     """Close the W&B run of this job, so multirun jobs never write into each other's runs."""
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
         from eat.wandb_logger import finish
 
         finish()

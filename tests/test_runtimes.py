@@ -231,7 +231,7 @@ def test_int8_runtimes_agree_with_fp32_on_sst2_dev(name):
     predictions of each INT8 runtime (per-token activation scales, the default) agree with fp32, and the first
     100 dev sentences alone give the predictions of the batches of 64. The INT8 peers (a user's one-line
     quantize_dynamic) are measured, not held to it: experiments/runtimes_tried.md."""
-    from eat.model.build import build_encoder, load_tokenizer
+    from eat.build import build_encoder, load_tokenizer
 
     torch.set_num_threads(1)
     tok = load_tokenizer(ModelConfig())

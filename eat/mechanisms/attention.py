@@ -1,84 +1,51 @@
-"""Attention kernels: dense (sdpa), local window + global [CLS] (blocked, O(L x window)), and the
-dense-masked local reference (O(L^2), the reference implementation's way; kept for tests and mode=mask).
+"""Sparse attention: local window + global tokens, blocked (O(L x window)), and the dense-masked local
+reference (O(L^2), the reference implementation's way; kept for tests and mode=mask).
 
-All take q, k, v of shape (B, H, L, dh) and a key mask (B, L) of real tokens, and return
-(context (B, H, L, dh), attention received per key (B, L) or None, FLOPs per row of the two matmuls).
-"Received" sums the attention probabilities over heads and real queries (PoWER-BERT's importance).
+The kernels take q, k, v of shape (B, H, L, dh) and a key mask (B, L) of real tokens, and return what every
+attention function returns (eat.model.kernels): (context, attention received per key or None, FLOPs per row).
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from eat.config import SparseConfig
-from eat.mechanisms.base import AttentionFn, Mechanism
+from eat.checks import check, choice
+from eat.model.config import EncoderConfig
+from eat.model.kernels import AttentionFn, MaskedAttention, Result, additive_mask, masked_attention
+from eat.model.mechanism import Mechanism, register
 from eat.model.state import State
-
-Result = Tuple[Tensor, Optional[Tensor], float]
-
-
-def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
-    """bool -> float additive mask (0 where allowed, dtype min elsewhere); float masks work everywhere."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+from eat.model.tokens import second_segment
 
 
-# Above this many queries the attention received is summed chunk by chunk next to the fused sdpa kernel,
-# instead of materialising the whole (B, H, L, L) probability matrix (805 MB per layer at 4,096 tokens).
-RECEIVED_CHUNK = 256
+@dataclass
+class SparseConfig:
+    window: int = 32  # total width: each token sees window // 2 tokens on each side (+-16, the paper)
+    global_cls: bool = True  # [CLS] attends to all tokens and is attended by all
+    block_size: int = 64  # query block of the blocked local kernel
+    # Below this length the local window runs as a dense-masked sdpa call (same result): on CPU dense
+    # sdpa beats the blocked kernel up to ~1K tokens (field notes, section 7).
+    blocked_min_length: int = 512
+    # The window only where it pays: below this many tokens (in flight in the layer) the layer runs exact dense
+    # attention, identical to the static model. 512 is where the blocked kernel stops losing to dense sdpa on
+    # this CPU (RESULTS section 4: the attention op alone 0.54x at 256, 1.01x at 512, 2.10x at 1,024 tokens);
+    # below it a window only changes the result at dense cost (BigBird likewise runs dense below 704 tokens).
+    # 0: the window at every length (the earlier behaviour, kept for the ablation).
+    min_length: int = 512
+    # Sentence pairs (Longformer's recipe for QA): every [SEP] of a pair is global like [CLS], so each segment
+    # reaches the other through them; `global_segment=second` makes the whole second segment global.
+    global_sep: bool = True
+    global_segment: str = "none"  # none | second
 
-
-def received_attention(q: Tensor, k: Tensor, bias: Tensor, query_mask: Tensor, chunk: int = RECEIVED_CHUNK) -> Tensor:
-    """(B, L): attention probability each key receives, summed over heads and real queries; peak memory
-    O(B x H x chunk x L) instead of O(B x H x L x L)."""
-    Lq = q.shape[2]
-    received = q.new_zeros(q.shape[0], k.shape[2])
-    for s in range(0, Lq, chunk):
-        b = bias[:, :, s:s + chunk] if bias.shape[2] == Lq else bias
-        probs = ((q[:, :, s:s + chunk] @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + b).softmax(-1)  # (B, H, c, L)
-        received += (probs * query_mask[:, None, s:s + chunk, None]).sum((1, 2))
-    return received
-
-
-def _masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, mask: Tensor, need_received: bool,
-                      dropout_p: float) -> Tuple[Tensor, Optional[Tensor], float]:
-    """Dense attention under a broadcastable (B, 1, Lq|1, L) `allowed` mask; `mask` (B, Lq) marks real queries.
-    The third value is the FLOPs per row spent beyond the two matmuls of attention itself: the chunked
-    received-attention pass recomputes q k^T (2 x H x Lq x L x dh) next to the fused kernel."""
-    bias = additive_mask(allowed, q.dtype)
-    if not need_received:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), None, 0.0
-    if q.shape[2] > RECEIVED_CHUNK:  # long: fused kernel for the context, received attention in chunks
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
-        H, Lq, dh = q.shape[1], q.shape[2], q.shape[3]
-        return ctx, received_attention(q, k, bias, mask), 2.0 * H * Lq * k.shape[2] * dh
-    probs = ((q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias).softmax(-1)  # (B, H, L, L)
-    received = (probs * mask[:, None, :, None]).sum((1, 2))  # (B, L)
-    return F.dropout(probs, dropout_p) @ v, received, 0.0
-
-
-def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, need_received: bool = False,
-                    dropout_p: float = 0.0) -> Result:
-    B, H, L, dh = q.shape
-    ctx, received, extra = _masked_attention(q, k, v, mask[:, None, None, :], mask, need_received, dropout_p)
-    return ctx, received, 4.0 * H * L * L * dh + extra
-
-
-class MaskedAttention:
-    """An attention function that equals dense attention under a mask `allowed()` (B, 1, Lq or 1, L) of
-    which keys each query may see. A runtime that runs a whole layer as one fused graph (ONNX Runtime,
-    eat/runtimes.py) cannot call a Python attention function inside it: it reads the mask instead and
-    applies it in the graph. The mask is built only when asked for, so the eager path pays nothing."""
-
-    def __init__(self, fn: AttentionFn, allowed: Callable[[], Tensor], query_mask: Tensor):
-        self.fn, self.allowed, self.query_mask = fn, allowed, query_mask  # query_mask (B, L): real queries
-
-    def __call__(self, q: Tensor, k: Tensor, v: Tensor, need_received: bool, dropout_p: float) -> Result:
-        return self.fn(q, k, v, need_received, dropout_p)
-
+    def __post_init__(self) -> None:
+        check(self.window >= 1, "mechanism.sparse.window", self.window, "must be >= 1")
+        check(self.block_size >= 1, "mechanism.sparse.block_size", self.block_size, "must be >= 1")
+        check(self.min_length >= 0, "mechanism.sparse.min_length", self.min_length, "must be >= 0")
+        choice("mechanism.sparse.global_segment", self.global_segment, ("none", "second"))
 
 def local_allowed(L: int, half: int, device=None) -> Tensor:
     """(L, L) bool: query i may see key j when |i - j| <= half (global tokens are added by windowed_allowed)."""
@@ -99,7 +66,7 @@ def masked_local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, half: 
                            need_received: bool = False, dropout_p: float = 0.0) -> Result:
     """Local attention as a dense L x L mask: the same result as the blocked kernel, at dense cost."""
     B, H, L, dh = q.shape
-    ctx, received, extra = _masked_attention(q, k, v, windowed_allowed(L, half, mask, glob), mask, need_received,
+    ctx, received, extra = masked_attention(q, k, v, windowed_allowed(L, half, mask, glob), mask, need_received,
                                              dropout_p)
     return ctx, received, 4.0 * H * L * L * dh + extra
 
@@ -157,7 +124,7 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, half:
     ctx = ctx.view(B, nb, H, block, dh).transpose(1, 2).reshape(B, H, Lp, dh)[:, :, :L]
     flops = 4.0 * H * Lp * (W + G) * dh
     if G:  # each global token attends to everything: dense query rows, written over their windowed ones
-        g_ctx, g_recv, extra = _masked_attention(gather(q), k, v, mask[:, None, None, :], gvalid, need_received,
+        g_ctx, g_recv, extra = masked_attention(gather(q), k, v, mask[:, None, None, :], gvalid, need_received,
                                                  dropout_p)
         bi, gi = gvalid.nonzero(as_tuple=True)  # only the real global tokens (padding entries repeat a position)
         ctx = _put_rows(ctx, bi, gpos[bi, gi], g_ctx[bi, :, gi])
@@ -177,14 +144,7 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, half:
     return ctx, received, flops
 
 
-def second_segment(protected: Tensor) -> Tensor:
-    """(B, L) bool: the tokens after a pair's first [SEP]. `protected` marks [CLS] and every [SEP] of a pair
-    (Encoder.protected_tokens), in token order, so a token is in the second segment when at least two
-    protected tokens precede it; single sentences (only [CLS] protected) have none."""
-    p = protected.long()
-    return (p.cumsum(1) - p) >= 2
-
-
+@register("sparse", SparseConfig, order=10, spelling=20)
 class SparseAttention(Mechanism):
     """Sliding-window attention with global tokens: [CLS], and for sentence pairs every [SEP] (`global_sep`)
     or the whole second segment (`global_segment=second`). Below `min_length` tokens the layer runs exact
@@ -196,6 +156,10 @@ class SparseAttention(Mechanism):
     def __init__(self, cfg: SparseConfig, masked_reference: bool = False):
         super().__init__()
         self.cfg, self.half, self.masked_reference = cfg, cfg.window // 2, masked_reference
+
+    @classmethod
+    def build(cls, cfg: SparseConfig, c: EncoderConfig, reference: bool) -> "SparseAttention":
+        return cls(cfg, masked_reference=reference)
 
     def global_tokens(self, state: State) -> Optional[Tensor]:
         """(B', L') bool of the global tokens, or None when there are none."""

@@ -4,20 +4,112 @@ After each exit layer a small head classifies the rows in flight; the rows that 
 batch (their logits land in their original slot), the rest continue as a smaller batch.
 mode=mask reproduces the reference: one head, and the batch exits only if *every* row is sure.
 While training no row exits: every head's logits are kept for the joint loss.
+Exit criteria are the registry CRITERIA: a new one is one small function with `@criterion(...)`.
 """
 from __future__ import annotations
 
 import math
-from typing import List
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eat.config import ConfigError, ExitConfig
-from eat.mechanisms.base import Mechanism
-from eat.mechanisms.pruning import scaled_layers
+from eat.checks import ConfigError, check, choice
+from eat.model.config import EncoderConfig
+from eat.model.mechanism import Mechanism, register, scaled_layers
 from eat.model.state import State
+
+
+@dataclass(frozen=True)
+class Criterion:
+    sure: Callable[[Tensor, "EarlyExit", State], Tensor]  # (probs (B', C), the mechanism, state) -> (B',) bool
+    threshold: Optional[tuple]  # (low, high, low_inclusive) range of mechanism.exit.threshold; None: not read
+    rule: str = ""  # the range in words, for the error message
+    probabilities: bool = True  # reads probabilities (temperatures change it), not just predictions
+
+
+CRITERIA: Dict[str, Criterion] = {}
+
+
+def criterion(name: str, threshold: Optional[tuple] = None, rule: str = "", probabilities: bool = True):
+    """Register an exit criterion: `mechanism.exit.criterion=<name>`."""
+    def deco(fn):
+        CRITERIA[name] = Criterion(fn, threshold, rule, probabilities)
+        return fn
+    return deco
+
+
+@criterion("confidence", (0.0, 1.0, False), "confidence threshold must be in (0, 1]")
+def confident(probs: Tensor, ex: "EarlyExit", state: State) -> Tensor:
+    """The paper's: exit when the top class probability reaches the threshold."""
+    return probs.max(-1).values >= ex.threshold
+
+
+@criterion("entropy", (0.0, 1.0, True), "normalised-entropy threshold must be in [0, 1]")
+def low_entropy(probs: Tensor, ex: "EarlyExit", state: State) -> Tensor:
+    """DeeBERT's: exit when the entropy, normalised by log(classes), falls to the threshold."""
+    ent = -(probs * probs.clamp_min(1e-12).log()).sum(-1) / math.log(probs.shape[-1])
+    return ent <= ex.threshold
+
+
+@criterion("patience", probabilities=False)
+def patient(probs: Tensor, ex: "EarlyExit", state: State) -> Tensor:
+    """PABEE's: exit once `patience` consecutive heads agree; the counters live in the state's row slots."""
+    pred = probs.argmax(-1)
+    last = state.row_slots.get("exit.last_pred")
+    agree = torch.zeros_like(pred) if last is None else \
+        torch.where(pred == last, state.row_slots["exit.agree"] + 1, torch.zeros_like(pred))
+    state.row_slots["exit.last_pred"], state.row_slots["exit.agree"] = pred, agree
+    return agree >= ex.patience
+
+
+@dataclass
+class ExitConfig:
+    # Layers (1-based) followed by an exit head; None: every layer but the last (the last has the final head).
+    layers: Optional[List[int]] = None
+    criterion: str = "confidence"  # confidence (paper) | entropy (DeeBERT) | patience (PABEE)
+    threshold: float = 0.9  # confidence: exit if max prob >= t; entropy: exit if normalised entropy <= t
+    patience: int = 2  # patience: exit once this many consecutive heads agree
+    pooling: str = "mean"  # exit heads read the mean of real tokens (all-MiniLM was trained that way) or [CLS]
+    loss_weights: str = "uniform"  # uniform | layer (PABEE: weight proportional to layer index)
+    final_loss_weight: float = 1.0  # extra factor for the final head: joint training taxes the last layer
+    # Reference behaviour (mode=mask): only one exit head, and exit only if *every* row is confident.
+    reference_layer: int = 4
+    # Temperature scaling before evaluating (eat/calibration.py): one temperature per exit head, fitted on the
+    # first `calibration_examples` labelled rows of this split, so a threshold means the same confidence at
+    # every layer. None: the checkpoint's temperatures (1 unless calibrated before).
+    calibration_split: Optional[str] = None
+    calibration_examples: int = 2000
+    # Self-distillation while training the exit heads: each head's loss is (1 - distill) x cross-entropy with
+    # the label + distill x T^2 x KL(final head's soft labels at temperature T || head's), T = distill_temperature.
+    # Heads that imitate the final layer agree with it sooner, so confident exits cost less accuracy. 0: off.
+    distill: float = 0.0
+    distill_temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        choice("mechanism.exit.criterion", self.criterion, tuple(CRITERIA))
+        crit = CRITERIA[self.criterion]
+        check(0.0 <= self.distill <= 1.0, "mechanism.exit.distill", self.distill, "must be in [0, 1]")
+        check(self.distill_temperature > 0, "mechanism.exit.distill_temperature", self.distill_temperature,
+              "must be > 0")
+        choice("mechanism.exit.pooling", self.pooling, ("mean", "cls"))
+        choice("mechanism.exit.loss_weights", self.loss_weights, ("uniform", "layer"))
+        if crit.threshold is not None:
+            lo, hi, lo_inclusive = crit.threshold
+            check((lo <= self.threshold if lo_inclusive else lo < self.threshold) and self.threshold <= hi,
+                  "mechanism.exit.threshold", self.threshold, crit.rule)
+        check(self.patience >= 1, "mechanism.exit.patience", self.patience, "must be >= 1")
+        check(self.final_loss_weight > 0, "mechanism.exit.final_loss_weight", self.final_loss_weight, "must be > 0")
+        check(self.calibration_examples >= 1, "mechanism.exit.calibration_examples", self.calibration_examples,
+              "must be >= 1")
+        if self.calibration_split is not None:
+            check(crit.probabilities, "mechanism.exit.calibration_split", self.calibration_split,
+                  f"temperatures change nothing under criterion={self.criterion} (it reads predictions, not "
+                  f"probabilities)")
+        if self.layers is not None:
+            check(all(i >= 1 for i in self.layers), "mechanism.exit.layers", self.layers, "layers are 1-based")
 
 
 def pool(hidden: Tensor, mask: Tensor, how: str) -> Tensor:
@@ -28,6 +120,7 @@ def pool(hidden: Tensor, mask: Tensor, how: str) -> Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
 
 
+@register("exit", ExitConfig, order=20, spelling=30)
 class EarlyExit(Mechanism):
     def __init__(self, cfg: ExitConfig, num_layers: int, hidden: int, num_labels: int, dropout: float = 0.1,
                  batch_level: bool = False):
@@ -60,6 +153,10 @@ class EarlyExit(Mechanism):
         self.threshold = cfg.threshold  # inference-time settings: eval.py may change them
         self.patience = cfg.patience
 
+    @classmethod
+    def build(cls, cfg: ExitConfig, c: EncoderConfig, reference: bool) -> "EarlyExit":
+        return cls(cfg, c.num_layers, c.hidden_size, c.num_labels, c.hidden_dropout, batch_level=reference)
+
     def loss_weights(self) -> List[float]:
         """Weights of the exit heads then the final head (normalised in the loss)."""
         if self.cfg.loss_weights == "layer":  # PABEE: deeper heads weigh more
@@ -75,23 +172,13 @@ class EarlyExit(Mechanism):
 
     def sure(self, logits: Tensor, state: State) -> Tensor:
         """(B',) bool: which rows exit now."""
-        probs = logits.float().softmax(-1)
-        if self.cfg.criterion == "confidence":
-            return probs.max(-1).values >= self.threshold
-        if self.cfg.criterion == "entropy":
-            ent = -(probs * probs.clamp_min(1e-12).log()).sum(-1) / math.log(probs.shape[-1])
-            return ent <= self.threshold
-        pred = probs.argmax(-1)  # patience: consecutive heads agreeing
-        agree = torch.zeros_like(pred) if state.last_pred is None else \
-            torch.where(pred == state.last_pred, state.agree + 1, torch.zeros_like(pred))
-        state.last_pred, state.agree = pred, agree
-        return agree >= self.patience
+        return CRITERIA[self.cfg.criterion].sure(logits.float().softmax(-1), self, state)
 
     def after_layer(self, layer: int, state: State) -> State:
         if layer not in self.active:
             return state
         logits = self.head_logits(layer, state)  # (B', C)
-        state.out.flops[state.rows] += 2.0 * logits.shape[-1] * state.hidden.shape[-1]
+        state.spend(2.0 * logits.shape[-1] * state.hidden.shape[-1])
         if self.training or self.collect_all:
             state.out.head_logits.append(logits)
             return state
@@ -104,6 +191,9 @@ class EarlyExit(Mechanism):
         state.out.logits[rows] = logits[exit_now].to(state.out.logits.dtype)
         state.out.exit_layer[rows] = layer + 1
         return state.select_rows(~exit_now)
+
+    def training_loss(self, out, labels: Tensor) -> Optional[Tensor]:
+        return self.joint_loss(out.head_logits, out.logits, labels) if out.head_logits else None
 
     def joint_loss(self, head_logits: List[Tensor], final_logits: Tensor, labels: Tensor) -> Tensor:
         w = self.loss_weights()

@@ -3,36 +3,39 @@
 mode=compute gathers the kept tokens, so the sequence really gets shorter (re-padded to the batch's new
 longest row). mode=mask reproduces the reference: pruned tokens are zeroed and masked, the length stays.
 The number kept depends only on the row's own real length, so a row is pruned the same way at any
-batch size.
+batch size. Importance criteria are the registry eat.model.tokens.TOKEN_SCORES.
 """
 from __future__ import annotations
 
-import math
-from typing import Dict
+from dataclasses import dataclass, field
+from typing import Dict, List
 
 import torch
 
-from eat.config import ConfigError, PruneConfig
-from eat.mechanisms.attention import second_segment
-from eat.mechanisms.base import Mechanism
+from eat.model.config import EncoderConfig
+from eat.model.mechanism import Mechanism, register, scaled_layers
 from eat.model.state import State
+from eat.model.tokens import TOKEN_SCORES, check_schedule, kept_tokens
 
 
-def scaled_layers(layers, reference_depth: int, num_layers: int, key: str) -> list:
-    """Map 1-based layer indices written for `reference_depth` layers onto a `num_layers` model (0-based)."""
-    out = [max(1, round(i * num_layers / reference_depth)) - 1 for i in layers]
-    if len(set(out)) != len(out) or max(out) >= num_layers - 1:
-        raise ConfigError(f"{key}={list(layers)} (for {reference_depth} layers) maps to layers "
-                          f"{[i + 1 for i in out]} of this {num_layers}-layer model; they must be distinct "
-                          f"and before the last layer")
-    return out
+@dataclass
+class PruneConfig:
+    # Prune after these layers (1-based), written for a 6-layer encoder and rescaled to the model's
+    # depth (the paper's "after layers 2 and 4" of 6; layers 4 and 8 of a 12-layer BERT).
+    layers: List[int] = field(default_factory=lambda: [2, 4])
+    keep_ratios: List[float] = field(default_factory=lambda: [0.7, 0.7])
+    criterion: str = "attention"  # attention (received, PoWER-BERT) | norm (hidden-state L2, the paper)
+    reference_depth: int = 6
+    # Sentence pairs: the keep ratio applies within each segment (neither sentence can lose all its tokens) and
+    # every [SEP] is kept. false: one ratio over the whole pair, only [CLS] and the first [SEP] kept (earlier
+    # behaviour, for the ablation). Single sentences are pruned the same either way.
+    segments: bool = True
+
+    def __post_init__(self) -> None:
+        check_schedule("mechanism.prune", self)
 
 
-def _ceil(ratio: float, n: Tensor) -> Tensor:
-    """ceil(ratio * n) without float noise: a ratio of 1.0 keeps every token."""
-    return torch.ceil(ratio * n.double() - 1e-6).long()
-
-
+@register("prune", PruneConfig, order=30, spelling=10)
 class TokenPruner(Mechanism):
     def __init__(self, cfg: PruneConfig, num_layers: int, zero_mask: bool = False):
         super().__init__()
@@ -40,48 +43,20 @@ class TokenPruner(Mechanism):
         layers = scaled_layers(cfg.layers, cfg.reference_depth, num_layers, "mechanism.prune.layers")
         self.keep: Dict[int, float] = dict(zip(layers, cfg.keep_ratios))
 
+    @classmethod
+    def build(cls, cfg: PruneConfig, c: EncoderConfig, reference: bool) -> "TokenPruner":
+        return cls(cfg, c.num_layers, zero_mask=reference)
+
     def wants_received_attention(self, layer: int) -> bool:
-        return self.cfg.criterion == "attention" and layer in self.keep
+        return TOKEN_SCORES[self.cfg.criterion].needs_received and layer in self.keep
 
     def after_layer(self, layer: int, state: State) -> State:
         if layer not in self.keep:
             return state
-        mask, L, ratio = state.mask, state.length, self.keep[layer]
-        protected = state.protected
-        if not self.cfg.segments:  # earlier behaviour: [CLS] and a pair's first [SEP] only
-            protected = protected & (protected.long().cumsum(1) <= 2)
-        scores = state.received if self.cfg.criterion == "attention" else state.hidden.norm(dim=-1)  # (B', L')
-        scores = scores.float().masked_fill(~mask, -math.inf).masked_fill(protected, math.inf)
-        second = second_segment(state.protected) & mask if self.cfg.segments else None
-        if second is not None and bool(second.any()):  # sentence pairs: the ratio within each segment
-            keep = self._keep_per_segment(scores, mask & ~second, ratio, protected) | \
-                self._keep_per_segment(scores, second, ratio, protected)  # (B', L')
-            n_keep = keep.sum(1)
-            L_new = int(n_keep.max())
-            pos = torch.arange(L, device=mask.device).expand_as(mask)
-            order = torch.where(keep, pos, pos + L).sort(dim=1).values[:, :L_new]  # kept tokens first, in order
-            real_slot = torch.arange(L_new, device=mask.device)[None, :] < n_keep[:, None]
-        else:
-            n_real = mask.sum(1)
-            n_keep = torch.maximum(_ceil(ratio, n_real), protected.sum(1)).clamp(max=L)
-            L_new = int(n_keep.max())
-            top = scores.topk(L_new, dim=1).indices  # (B', L_new), best first
-            real_slot = torch.arange(L_new, device=mask.device)[None, :] < n_keep[:, None]
-            # Back to original token order; the padding slots sort to the end.
-            order = torch.where(real_slot, top, top + L).sort(dim=1).values
-        index = torch.where(order >= L, order - L, order)
+        index, real = kept_tokens(state, self.cfg.criterion, self.keep[layer], self.cfg.segments)
         if self.zero_mask:
-            keep = torch.zeros_like(mask).scatter(1, index, real_slot)
+            keep = torch.zeros_like(state.mask).scatter(1, index, real)
             state.hidden = state.hidden * keep[..., None].to(state.hidden.dtype)
-            state.mask, state.protected = mask & keep, state.protected & keep
+            state.mask, state.protected = state.mask & keep, state.protected & keep
             return state
-        return state.select_tokens(index, real_slot)
-
-    @staticmethod
-    def _keep_per_segment(scores: Tensor, segment: Tensor, ratio: float, protected: Tensor) -> Tensor:
-        """(B', L') bool: the best ceil(ratio x n) real tokens of `segment` in each row (its protected ones
-        included), so a segment keeps its share whatever the other one scores."""
-        n_keep = torch.maximum(_ceil(ratio, segment.sum(1)), (protected & segment).sum(1))
-        s = scores.masked_fill(~segment, -math.inf)
-        rank = s.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # (B', L') 0 = best
-        return segment & (rank < n_keep[:, None])
+        return state.select_tokens(index, real)

@@ -5,7 +5,6 @@ owns its layer loop, so mechanisms plug in between layers without touching HF in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
@@ -13,31 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eat import flops
-from eat.mechanisms.attention import MaskedAttention, dense_attention
-from eat.mechanisms.base import Mechanism
+from eat.model.config import EncoderConfig  # noqa: F401 (the model's shape; imported from here too)
+from eat.model.kernels import MaskedAttention, dense_attention
+from eat.model.mechanism import Mechanism
 from eat.model.state import Outputs, State
-
-
-@dataclass
-class EncoderConfig:
-    arch: str = "bert"  # bert | distilbert | roberta: embeddings and classification head differ
-    vocab_size: int = 30522
-    hidden_size: int = 384
-    num_layers: int = 6
-    num_heads: int = 12
-    intermediate_size: int = 1536
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2  # 0: no token types (DistilBERT)
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
-    sep_token_id: int = 102
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
-    num_labels: int = 2
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
 
 class Embeddings(nn.Module):
@@ -121,7 +99,7 @@ class Encoder(nn.Module):
 
     def protected_tokens(self, input_ids: Tensor, mask: Tensor) -> Tensor:
         """[CLS] always; every [SEP] too when the row is a sentence pair (two or more [SEP]). Pruning keeps
-        them, and they mark the segments (eat.mechanisms.attention.second_segment)."""
+        them, and they mark the segments (eat.model.tokens.second_segment)."""
         prot = torch.zeros_like(mask)
         prot[:, 0] = True
         sep = input_ids.eq(self.c.sep_token_id) & mask

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
 import re
 from typing import Dict, Tuple
@@ -16,13 +15,9 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
-from eat.model.encoder import EncoderConfig
+from eat.checks import CheckpointError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 def resolve_checkpoint(name: str) -> str:
@@ -40,36 +35,6 @@ def resolve_checkpoint(name: str) -> str:
     from huggingface_hub import snapshot_download  # the hub path, for users with network access
 
     return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
-
-
-def encoder_config(folder: str, num_labels: int, tokenizer=None) -> EncoderConfig:
-    with open(os.path.join(folder, "config.json")) as f:
-        hf = json.load(f)
-    kind = hf.get("model_type", "bert")
-    if kind == "distilbert":
-        c = EncoderConfig(arch="distilbert", vocab_size=hf["vocab_size"], hidden_size=hf["dim"],
-                          num_layers=hf["n_layers"], num_heads=hf["n_heads"], intermediate_size=hf["hidden_dim"],
-                          max_position_embeddings=hf["max_position_embeddings"], type_vocab_size=0,
-                          layer_norm_eps=1e-12, pad_token_id=hf.get("pad_token_id", 0),
-                          hidden_dropout=hf.get("dropout", 0.1), attention_dropout=hf.get("attention_dropout", 0.1))
-    elif kind in ("bert", "roberta"):
-        c = EncoderConfig(arch=kind, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
-                          num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
-                          intermediate_size=hf["intermediate_size"],
-                          max_position_embeddings=hf["max_position_embeddings"],
-                          type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-                          pad_token_id=hf.get("pad_token_id", 0 if kind == "bert" else 1),
-                          hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-                          attention_dropout=hf.get("attention_probs_dropout_prob", 0.1))
-    else:
-        raise CheckpointError(f"{folder}/config.json: model_type {kind!r} is not supported "
-                              "(supported: bert, distilbert, roberta)")
-    c.num_labels = num_labels
-    if tokenizer is not None and tokenizer.sep_token_id is not None:
-        c.sep_token_id = tokenizer.sep_token_id
-    elif kind == "roberta":
-        c.sep_token_id = 2
-    return c
 
 
 def read_weights(folder: str, sha256: str | None = None) -> Dict[str, Tensor]:

@@ -6,7 +6,7 @@ whole batch and filled in the batch's original order, via `State.rows`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from torch import Tensor
 
@@ -34,13 +34,15 @@ class State:
     hidden: Tensor  # (B', L', D) rows and tokens still in flight
     mask: Tensor  # (B', L') bool, True for real tokens
     rows: Tensor  # (B',) index of each in-flight row in the original batch
-    protected: Tensor  # (B', L') bool, tokens pruning must keep ([CLS], first [SEP] of pairs)
+    protected: Tensor  # (B', L') bool, tokens pruning must keep ([CLS], every [SEP] of a pair)
     out: Outputs
     # Attention each token received in the layer just run (B', L'), when a mechanism asked for it.
     received: Optional[Tensor] = None
-    # Early-exit bookkeeping per in-flight row (patience criterion).
-    last_pred: Optional[Tensor] = None  # (B',)
-    agree: Optional[Tensor] = None  # (B',)
+    # A mechanism's own bookkeeping, under keys it chooses (prefixed by its name, e.g. "exit.agree"): per-row
+    # tensors (B', ...) follow the rows that stay (early exit's patience counters), per-token tensors (B', L', ...)
+    # follow the tokens that stay (how many input tokens a merged token stands for). The loop never reads them.
+    row_slots: Dict[str, Tensor] = field(default_factory=dict)
+    token_slots: Dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def batch(self) -> int:
@@ -50,15 +52,23 @@ class State:
     def length(self) -> int:
         return self.hidden.shape[1]
 
+    def spend(self, flops) -> None:
+        """Add what a mechanism computed for the rows in flight ((B',) tensor or one number each) to their FLOPs."""
+        self.out.flops[self.rows] += flops
+
     def select_rows(self, keep: Tensor) -> "State":
         """Keep the rows where `keep` (B',) is True; the batch really gets smaller."""
         idx = keep.nonzero().squeeze(1)
         pick = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
         return State(pick(self.hidden), pick(self.mask), pick(self.rows), pick(self.protected), self.out,
-                     pick(self.received), pick(self.last_pred), pick(self.agree))
+                     pick(self.received), {k: pick(v) for k, v in self.row_slots.items()},
+                     {k: pick(v) for k, v in self.token_slots.items()})
 
     def select_tokens(self, index: Tensor, mask: Tensor) -> "State":
         """Gather tokens `index` (B', L'') per row; `mask` (B', L'') marks which gathered slots are real."""
-        hidden = self.hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, self.hidden.shape[-1]))
+        def take(t: Tensor) -> Tensor:  # (B', L', ...) -> (B', L'', ...)
+            return t.gather(1, index.view(*index.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
+
         protected = self.protected.gather(1, index) & mask
-        return State(hidden, mask, self.rows, protected, self.out, None, self.last_pred, self.agree)
+        return State(take(self.hidden), mask, self.rows, protected, self.out, None, dict(self.row_slots),
+                     {k: take(v) for k, v in self.token_slots.items()})

@@ -1,0 +1,129 @@
+"""The one build path: config -> tokenizer, encoder (+ mechanisms), LightningModule, weights, eval-time swaps.
+
+train.py / eval.py (eat.runner), the benchmark harness (eat.bench), eat.select and every experiment script build
+their models here, so what a script times is exactly what eval.py evaluates.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from eat.config import ConfigError, MechanismConfig, ModelConfig, RunConfig
+from eat.data.tasks import TASKS
+from eat.mechanisms import build_mechanisms
+from eat.model.config import EncoderConfig
+from eat.model.encoder import Encoder
+from eat.model.hub import load_hf_weights, read_weights, resolve_checkpoint
+from eat.logs import say
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+_TOKENIZERS: Dict[str, object] = {}
+
+
+def compose(overrides: Sequence[str], config_name: str = "eval"):
+    """The composed Hydra config, exactly as `eval.py OVERRIDES` (or train.py: config_name="train") composes it.
+    A mistyped override raises one ConfigError line naming it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from eat.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}") from None
+
+
+def load_tokenizer(cfg: ModelConfig):
+    """The model's tokenizer; one per model config and process (loading it is the slow part of a build)."""
+    key = repr((cfg.tokenizer, cfg.pretrained))
+    if key not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(resolve_checkpoint(cfg.tokenizer or cfg.pretrained),
+                                                         use_fast=True)
+    return _TOKENIZERS[key]
+
+
+def build_encoder(cfg: ModelConfig, mechanism: MechanismConfig, num_labels: int, tokenizer=None) -> Encoder:
+    """Our encoder with its mechanisms; the pretrained backbone's weights when `cfg.pretrained` is set."""
+    c = EncoderConfig.from_model(cfg, num_labels, tokenizer)
+    model = Encoder(c, build_mechanisms(mechanism, c))
+    if cfg.pretrained is not None:
+        load_hf_weights(model, read_weights(resolve_checkpoint(cfg.pretrained), cfg.sha256))
+    return model
+
+
+def check_against_model(rc: RunConfig) -> None:
+    """Checks that need the model's depth (mechanism layers are rescaled to it), before the tokenizer or any data
+    is loaded: build the mechanisms alone, for the model's shape, and let them raise ConfigError."""
+    c = EncoderConfig.from_model(rc.model, TASKS[rc.task.name].num_labels)
+    build_mechanisms(rc.mechanism, c)
+
+
+def build_module(rc: RunConfig, tokenizer=None, eval_splits: Optional[List[str]] = None,
+                 config_blocks: Optional[Dict] = None):
+    """The LightningModule of a run: encoder, task metrics per eval split, optimiser settings."""
+    from eat.lit_module import EATModule
+
+    spec = TASKS[rc.task.name]
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(rc.model)
+    encoder = build_encoder(rc.model, rc.mechanism, spec.num_labels, tokenizer)
+    splits = eval_splits or rc.task.eval_splits or spec.eval_splits
+    return EATModule(encoder, spec, rc.optim, splits, config_blocks=config_blocks)
+
+
+def load_checkpoint_weights(module, path: str, fresh_mechanisms: bool = False) -> None:
+    """Load trained weights. Mechanism weights the checkpoint has but this config does not use are ignored
+    (evaluate an exit-trained model without exits); weights this config needs but the checkpoint lacks
+    are an error (exit heads cannot be evaluated untrained), unless `fresh_mechanisms` (init_ckpt)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"ckpt_path={path!r}: file not found")
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if fresh_mechanisms:
+        missing = [k for k in missing if ".mechanisms." not in k]
+    if missing:
+        raise ConfigError(f"ckpt_path={path!r} lacks weights this config needs: {missing[:6]} "
+                          f"(was it trained with the same model and mechanism?)")
+    bad = [k for k in unexpected if ".mechanisms." not in k]
+    if bad:
+        raise ConfigError(f"ckpt_path={path!r} has weights this model does not know: {bad[:6]}")
+
+
+def prepare_for_eval(rc: RunConfig, module, dm) -> None:
+    """After the weights are in: swap in the peer, or fit the exit temperatures, then switch the encoder to
+    the runtime (eat/runtimes.py), as the config asks."""
+    if rc.peer is not None:
+        from eat.peers import build_peer
+
+        module.encoder = build_peer(rc.peer, module.encoder.eval(), rc.runtime)
+    ex = rc.mechanism.exit
+    if ex is not None and ex.calibration_split is not None:
+        from eat.calibration import calibrate_exits
+
+        fitted = calibrate_exits(module.encoder, dm.head_dataloader(ex.calibration_split, ex.calibration_examples))
+        say(f"[eat] exit temperatures fitted on the first {ex.calibration_examples} rows of "
+            f"{ex.calibration_split}: " + " ".join(f"L{k}={t:.3f}" for k, t in fitted.items()))
+    if rc.runtime.name != "eager":
+        from eat.runtimes import apply_runtime
+
+        apply_runtime(module.encoder, rc.runtime)
+
+
+def build_for_eval(rc: RunConfig, dm, eval_splits: Optional[List[str]] = None, config_blocks: Optional[Dict] = None):
+    """What eval.py evaluates: the module with the checkpoint's weights (rc.ckpt_path), then prepare_for_eval."""
+    module = build_module(rc, eval_splits=eval_splits, config_blocks=config_blocks)
+    if rc.ckpt_path:
+        load_checkpoint_weights(module, rc.ckpt_path)
+    prepare_for_eval(rc, module, dm)
+    return module.eval()
