@@ -70,5 +70,6 @@ class State:
             return t.gather(1, index.view(*index.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
 
         protected = self.protected.gather(1, index) & mask
-        return State(take(self.hidden), mask, self.rows, protected, self.out, None, dict(self.row_slots),
+        received = None if self.received is None else take(self.received)  # a second reducer of the layer reads it
+        return State(take(self.hidden), mask, self.rows, protected, self.out, received, dict(self.row_slots),
                      {k: take(v) for k, v in self.token_slots.items()})
