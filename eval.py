@@ -2,23 +2,13 @@
 import sys
 
 import hydra
-from omegaconf import DictConfig
 
-from eat.config import register_configs
-from eat.errors import exit_on_user_error
-
-register_configs()
+from eat.cli import run_job
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
-        from eat.preflight import preflight
-
-        preflight(cfg)  # config values and data files before torch is imported: seconds, not minutes
-        from eat.runner import run
-
-        run(cfg)
+def main(cfg) -> None:
+    run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -19,23 +19,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from eat.config import MechanismConfig, PruneConfig, SparseConfig  # noqa: E402
-from eat.mechanisms import build_mechanisms  # noqa: E402
-from eat.model.encoder import Encoder, EncoderConfig  # noqa: E402
-
-
-def mechanisms(window: int):
-    sparse = SparseConfig(window=window)
-    prune = PruneConfig()
-    return {
-        "none": MechanismConfig(name="none"),
-        "sparse": MechanismConfig(name="sparse", sparse=sparse),
-        "prune": MechanismConfig(name="prune", prune=prune),
-        "prune+sparse": MechanismConfig(name="prune+sparse", prune=prune, sparse=sparse),
-    }
+from eat.long_sequences import encoder_config, mechanisms, synthetic_input
+from eat.mechanisms import build_mechanisms
+from eat.model.encoder import Encoder
 
 
 def timed(fn, device: torch.device):
@@ -87,7 +73,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     device = torch.device(a.device)
     lengths = [int(x) for x in a.lengths.split(",")]
-    c = EncoderConfig(max_position_embeddings=max(lengths), num_labels=2)
+    c = encoder_config(lengths)
     torch.manual_seed(0)
     base = Encoder(c).eval()
     models = {}
@@ -98,9 +84,7 @@ def main(argv=None) -> int:
 
     rows = []
     for L in lengths:
-        ids = torch.randint(1000, c.vocab_size, (1, L))
-        ids[0, 0], ids[0, -1] = 101, 102
-        ids, mask = ids.to(device), torch.ones(1, L, dtype=torch.long, device=device)
+        ids, mask = synthetic_input(L, c.vocab_size, device)
         times = {n: [] for n in models}
         with torch.inference_mode():
             for name, enc in models.items():  # warmup

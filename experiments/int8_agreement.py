@@ -11,7 +11,7 @@ chosen on the selection split. For each configuration, on the 872 SST-2 dev sent
   configurations interleaved batch by batch with the order rotating (eat.bench.interleave, the declared
   harness's timing loop), median over --passes passes, --threads threads.
 
-Usage: PYTHONPATH=$PWD .venv/bin/python experiments/int8_agreement.py --seed 42 [--speed] \\
+Usage: .venv/bin/python experiments/int8_agreement.py --seed 42 [--speed] \\
            [--out experiments/results/int8_schemes_seed42.md]
 """
 from __future__ import annotations
@@ -20,15 +20,13 @@ import argparse
 import csv
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: default folders of outputs, results and data
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before eat imports transformers
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from eat.bench import build, interleave  # noqa: E402

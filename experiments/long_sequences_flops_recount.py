@@ -1,13 +1,13 @@
 """Recount the FLOPs columns of a long-sequence results CSV with the current FLOPs accounting (no timing).
 
-    PYTHONPATH=. .venv/bin/python experiments/long_sequences_flops_recount.py \
+    .venv/bin/python experiments/long_sequences_flops_recount.py \
         experiments/results/long_sequences.csv experiments/results/long_sequences_cuda.csv \
         --out experiments/long_sequences_flops_recount.md
 
 The committed CSVs of bench_long_sequences.py predate the count of the chunked received-attention pass (above
 256 queries, pruning's attention criterion recomputes q k^T in chunks next to the fused sdpa kernel:
 eat/mechanisms/attention.py). Their `gflops` column of the configurations with pruning therefore undercounts.
-This script rebuilds the benchmark's models (same construction: bench_long_sequences.mechanisms, window of
+This script rebuilds the benchmark's models (same construction: eat.long_sequences, window of
 the CSV) and runs one forward per length and pruning configuration, reading `Outputs.flops`; FLOPs depend on
 the shapes only, not on the weights or token ids. Timings are not touched: the benchmark is not rerun.
 """
@@ -20,26 +20,20 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
-
-from bench_long_sequences import mechanisms  # noqa: E402
-from eat.mechanisms import build_mechanisms  # noqa: E402
-from eat.model.encoder import Encoder, EncoderConfig  # noqa: E402
+from eat.long_sequences import encoder_config, mechanisms, synthetic_input
+from eat.mechanisms import build_mechanisms
+from eat.model.encoder import Encoder
 
 RECOUNTED = ["prune", "prune+sparse"]  # the configurations that ask for the attention received
 
 
 def recount(lengths, window: int):
-    c = EncoderConfig(max_position_embeddings=max(lengths), num_labels=2)
+    c = encoder_config(lengths)
     torch.manual_seed(0)
     models = {n: Encoder(c, build_mechanisms(m, c)).eval() for n, m in mechanisms(window).items() if n in RECOUNTED}
     out = {}
     for L in lengths:
-        ids = torch.randint(1000, c.vocab_size, (1, L))
-        ids[0, 0], ids[0, -1] = 101, 102
-        mask = torch.ones(1, L, dtype=torch.long)
+        ids, mask = synthetic_input(L, c.vocab_size)
         for name, enc in models.items():
             with torch.inference_mode():
                 o = enc(ids, mask)

@@ -7,7 +7,7 @@ every configuration the same head). All configurations run the same SST-2 dev ba
 batch with the order rotating per batch, ORT sessions with spinning off and torch's thread count.
 The median over passes of each configuration's total time is reported, per example.
 
-Usage: PYTHONPATH=$PWD .venv/bin/python experiments/try_runtimes.py --threads 1 [--n1 200] [--passes 3]
+Usage: .venv/bin/python experiments/try_runtimes.py --threads 1 [--n1 200] [--passes 3]
 """
 from __future__ import annotations
 
@@ -15,15 +15,13 @@ import argparse
 import csv
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: default folders of outputs, results and data
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before eat imports transformers
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from hydra import compose, initialize_config_dir  # noqa: E402

@@ -1,6 +1,6 @@
 """How often the sparse mechanism's local window covers the whole SST-2 dev sequence (RESULTS.md, section 2).
 
-    PYTHONPATH=. .venv/bin/python experiments/window_coverage.py --glue ../shared/data/glue \
+    .venv/bin/python experiments/window_coverage.py --glue ../shared/data/glue \
         [--out experiments/window_coverage.md]
 
 Sparse attention falls back to plain dense attention when the window sees every token: L - 1 <= window // 2
