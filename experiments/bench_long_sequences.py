@@ -37,7 +37,8 @@ def timed(fn, device: torch.device):
 
 def attention_kernels(lengths, window: int, repeats: int, device: torch.device):
     """The attention op alone (one layer, 12 heads x 32 dims, bs=1): dense sdpa vs the blocked local kernel."""
-    from eat.mechanisms.attention import blocked_local_attention, dense_attention
+    from eat.mechanisms.attention import blocked_local_attention
+    from eat.model.kernels import dense_attention
 
     rows = []
     for L in lengths:

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from eat.config import register_configs, to_run_config
     from eat.data.glue import GLUEDataModule
     from eat.build import load_tokenizer
-    from eat.runner import build_module, check_against_model
+    from eat.build import build_module, check_against_model
 
     register_configs()
     mechanisms = a.mechanisms.split(",")

@@ -12,7 +12,7 @@ CKPT=$(realpath "${1:?usage: fingerprints.sh CKPT [REV] [OUT]}")
 REV=${2:-de96a67}
 OUT=${3:-experiments/results/fingerprints}
 GLUE=$(realpath "${EAT_GLUE_DIR:-../shared/data/glue}")
-PY=$(realpath .venv/bin/python)
+PY="$PWD/.venv/bin/python"  # not realpath: the venv is the link itself
 MECHS="none prune sparse exit prune+sparse prune+exit sparse+exit prune+sparse+exit"
 WORK=$(mktemp -d /tmp/eat-fingerprints.XXXXXX)
 trap 'git worktree remove --force "$WORK/before-tree" 2>/dev/null || true; rm -rf "$WORK"' EXIT

