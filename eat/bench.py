@@ -157,7 +157,7 @@ def slug(label: str) -> str:
 
 
 def records(outs: List[Dict[str, torch.Tensor]], batches: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, list]:
-    from eat.lit_module import PREDICTION_FIELDS
+    from eat.results import PREDICTION_FIELDS
 
     cols = {f: [] for f in PREDICTION_FIELDS}
     for o, b in zip(outs, batches):
@@ -189,7 +189,7 @@ def rows_for(timing: Timing, built: Dict[str, Built], batches, split: str, batch
 
     from eat import results
     from eat.data.tasks import TASKS
-    from eat.lit_module import PREDICTION_FIELDS
+    from eat.results import PREDICTION_FIELDS
 
     base = timing.names[0]
     n = sum(int(b["labels"].shape[0]) for b in batches)
@@ -218,7 +218,7 @@ def rows_for(timing: Timing, built: Dict[str, Built], batches, split: str, batch
 
 def summary_lines(rows: List[Dict]) -> List[str]:
     """A markdown table of one batch size's rows: the harness's medians with the per-pass range beside them."""
-    from eat.report import markdown_table
+    from eat.tables import markdown_table
 
     r0 = rows[0]
     head = (f"{r0['task']} {r0['split']}, bs={r0['batch_size']}, {r0['n_examples']} examples x {r0['passes']} passes "

@@ -82,6 +82,16 @@ def build_module(rc: RunConfig, tokenizer=None, eval_splits: Optional[List[str]]
     return EATModule(encoder, spec, rc.optim, splits, config_blocks=config_blocks)
 
 
+def build_trainer(rc: RunConfig, **kwargs):
+    """The run's `lightning.pytorch.Trainer` (rc.trainer, the `trainer` config group); `kwargs` are what the caller
+    owns: loggers, callbacks, and for evaluation one device."""
+    import dataclasses
+
+    from hydra.utils import instantiate
+
+    return instantiate(dataclasses.asdict(rc.trainer), **kwargs)
+
+
 def load_checkpoint_weights(module, path: str, fresh_mechanisms: bool = False) -> None:
     """Load trained weights. Mechanism weights the checkpoint has but this config does not use are ignored
     (evaluate an exit-trained model without exits); weights this config needs but the checkpoint lacks

@@ -15,8 +15,8 @@ from eat.config import ConfigError, OptimConfig
 from eat.data.tasks import TaskSpec
 from eat.model.encoder import Encoder
 from eat.model.state import Outputs
+from eat.results import PREDICTION_FIELDS
 
-PREDICTION_FIELDS = ("idx", "label", "pred", "exit_layer", "tokens_in", "tokens_final", "gflops", "gflops_static")
 
 
 def task_metrics(spec: TaskSpec) -> MetricCollection:

@@ -37,6 +37,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from eat import results
+from eat.tables import markdown_table
+
 # Byte-identical figures for identical input: a fixed font and sizes, and no software version or date in the
 # PNG metadata.
 STYLE = {"font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9,
@@ -51,14 +54,15 @@ def save(fig: Figure, path: str) -> None:
 HF_MODEL = "hf_static"
 DEFAULT_MODEL = "minilm_l6"
 CONFIG = ["task", "split", "batch_size", "mechanism", "mode", "model", "mechanism_params"]
-# Columns the report cannot do without; the other results columns are used when present.
+# Columns the report cannot do without, from the schema eat.results.COLUMNS (tests/test_report.py checks they are
+# in it); the other results columns are used when present.
 REQUIRED = ["task", "split", "model", "mechanism", "mode", "seed", "batch_size", "accuracy",
             "latency_ms_p50", "latency_ms_per_example", "throughput_eps", "mechanism_params"]
 NUMERIC = ["seed", "batch_size", "accuracy", "latency_ms_p50", "latency_ms_per_example", "throughput_eps"]
 OPTIONAL_NUMERIC = ["f1", "mcc", "pearson", "spearman", "avg_exit_layer", "num_layers", "avg_token_retention",
                     "flops_reduction"]
 SCORE_FALLBACKS = ["mcc", "pearson", "spearman", "f1"]  # tasks without accuracy (STS-B)
-PREDICTION_COLUMNS = ["exit_layer", "tokens_in", "tokens_final"]
+PREDICTION_COLUMNS = [c for c in results.PREDICTION_FIELDS if c in ("exit_layer", "tokens_in", "tokens_final")]
 
 
 class ReportError(Exception):
@@ -242,12 +246,6 @@ def warning_flag(text) -> str:
         return ""
     flags = (["p99 > 5x p50"] if "p99" in text else []) + (["short warm-up"] if "warm-up" in text else [])
     return ", ".join(flags) or "see notes"
-
-
-def markdown_table(header: List[str], rows: List[List[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def write_tables(agg: pd.DataFrame, metrics: Dict[str, str], notes: List[str], path: str) -> None:
@@ -466,8 +464,7 @@ def load_predictions(rows: pd.DataFrame, committed_only: bool = False) -> Tuple[
         g = g[g["batch_size"] == g["batch_size"].min()]
         frames = []
         for _, r in g.iterrows():
-            path = os.path.join(resolve_dir(r["output_dir"], r["source_csv"]),
-                                f"predictions_{r['split']}_bs{r['batch_size']}.csv")
+            path = results.prediction_path(resolve_dir(r["output_dir"], r["source_csv"]), r["split"], r["batch_size"])
             found = bool(r["output_dir"]) and os.path.isfile(path) and (not committed_only or is_tracked(path))
             p = pd.read_csv(path) if found else None
             if p is not None and all(c in p.columns for c in PREDICTION_COLUMNS):
@@ -481,9 +478,9 @@ def load_predictions(rows: pd.DataFrame, committed_only: bool = False) -> Tuple[
 
 
 def prediction_rows(df: pd.DataFrame, task: str, word: str) -> pd.DataFrame:
-    """The task's rows whose mechanism contains `word` (exit, prune), else all of the task's rows."""
+    """The task's rows whose mechanism uses the plug-in `word` (exit, prune), else all of the task's rows."""
     rows = df[df["task"] == task]
-    chosen = rows[rows["mechanism"].str.contains(word, regex=False)]
+    chosen = rows[rows["mechanism"].map(lambda m: results.uses(m, word))]
     return chosen if len(chosen) else rows
 
 

@@ -35,6 +35,14 @@ COLUMNS: List[str] = [
     "runtime",
 ]
 
+# The per-example predictions files (results.prediction_path) of eval.py and the harness, column by column.
+PREDICTION_FIELDS = ("idx", "label", "pred", "exit_layer", "tokens_in", "tokens_final", "gflops", "gflops_static")
+
+
+def uses(mechanism: str, part: str) -> bool:
+    """Whether a `mechanism` value (a combination name such as prune+sparse+exit) contains the plug-in `part`."""
+    return part in mechanism.split("+")
+
 
 def git_sha() -> str:
     try:

@@ -1,7 +1,6 @@
 """What `train.py` and `eval.py` do: validate the config, build the objects, fit, evaluate, write results."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 import uuid
@@ -14,12 +13,13 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from eat import results
-from eat.build import build_module, check_against_model, load_checkpoint_weights, load_tokenizer, prepare_for_eval
+from eat.build import (build_module, build_trainer, check_against_model, load_checkpoint_weights, load_tokenizer,
+                       prepare_for_eval)
 from eat.callbacks.latency import LatencyCallback
 from eat.config import ConfigError, RunConfig, apply_operating_point, to_run_config
 from eat.data.glue import GLUEDataModule, check_sources
 from eat.data.tasks import TASKS
-from eat.lit_module import PREDICTION_FIELDS, EATModule
+from eat.lit_module import EATModule
 from eat.logs import quiet_logging, say
 from eat.preflight import splits_read
 
@@ -95,8 +95,7 @@ def run(cfg: DictConfig) -> List[Dict]:
     callbacks = [instantiate(node) for node in rc.callbacks.values()]
     try:
         if rc.train:
-            trainer = instantiate(dataclasses.asdict(rc.trainer), logger=loggers or False, callbacks=callbacks,
-                                  default_root_dir=rc.output_dir)
+            trainer = build_trainer(rc, logger=loggers or False, callbacks=callbacks, default_root_dir=rc.output_dir)
             t0 = time.perf_counter()
             trainer.fit(module, datamodule=dm, ckpt_path=rc.ckpt_path)
             fit_s = time.perf_counter() - t0
@@ -129,8 +128,8 @@ def evaluate(rc: RunConfig, plain: Dict, module: EATModule, dm: GLUEDataModule, 
              ckpt: Optional[str]) -> List[Dict]:
     """Evaluate once per batch size in `eval_batch_sizes`; append one results row per (split, batch size)."""
     latency = next((c for c in callbacks if isinstance(c, LatencyCallback)), None) or LatencyCallback()
-    trainer = instantiate(dataclasses.asdict(rc.trainer), devices=1, strategy="auto", num_nodes=1,
-                          logger=loggers or False, callbacks=[latency], default_root_dir=rc.output_dir)
+    trainer = build_trainer(rc, devices=1, strategy="auto", num_nodes=1, logger=loggers or False,
+                            callbacks=[latency], default_root_dir=rc.output_dir)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     num_layers = module.encoder.c.num_layers
     mech = dict(plain["mechanism"])
@@ -149,7 +148,7 @@ def evaluate(rc: RunConfig, plain: Dict, module: EATModule, dm: GLUEDataModule, 
         for i, split in enumerate(dm.eval_split_names):
             res = per_split[split]
             recs = res["records"]
-            results.write_csv_atomic(results.prediction_path(rc.output_dir, split, bs), list(PREDICTION_FIELDS), recs)
+            results.write_csv_atomic(results.prediction_path(rc.output_dir, split, bs), list(results.PREDICTION_FIELDS), recs)
             row = results.result_row(
                 rc, plain, run_id=run_id, split=split, batch_size=bs,
                 # the strategy's device: `trainer.test` has moved the module back to the CPU by now

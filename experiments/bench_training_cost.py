@@ -21,10 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import lightning.pytorch as pl
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class StepTimer(pl.Callback):
@@ -57,39 +56,34 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("WANDB_MODE", "disabled")
     import torch
-    from hydra import compose, initialize_config_dir
 
-    from eat.config import register_configs, to_run_config
+    from eat.build import build_module, build_trainer, check_against_model, compose, load_tokenizer
+    from eat.config import to_run_config
     from eat.data.glue import GLUEDataModule
-    from eat.build import load_tokenizer
-    from eat.build import build_module, check_against_model
 
-    register_configs()
     mechanisms = a.mechanisms.split(",")
     step_s = {m: [] for m in mechanisms}
     steps_per_epoch = {}
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for rep in range(a.repeats):
-            for mech in mechanisms:
-                cfg = compose(config_name="train", overrides=[
-                    f"task={a.task}", f"mechanism={mech}", f"data.dir={a.glue}", "logger=none",
-                    "output_dir=outputs/bench_training_cost", *a.overrides])
-                rc = to_run_config(cfg)
-                check_against_model(rc)
-                pl.seed_everything(rc.seed, workers=True, verbose=False)  # same batches for every config
-                tok = load_tokenizer(rc.model)
-                dm = GLUEDataModule(rc.task, rc.data, tok, rc.seed)
-                module = build_module(rc, tok, dm.eval_split_names)
-                timer = StepTimer()
-                trainer = pl.Trainer(max_steps=a.steps, limit_val_batches=0, logger=False, callbacks=[timer],
-                                     enable_checkpointing=False, enable_progress_bar=False,
-                                     enable_model_summary=False, accelerator="cpu", devices=1,
-                                     gradient_clip_val=cfg.trainer.get("gradient_clip_val"))
-                trainer.fit(module, datamodule=dm)
-                steps_per_epoch[mech] = len(dm.train_dataloader())
-                step_s[mech].extend(timer.times[a.warmup:])
-                print(f"[train-cost] repeat {rep + 1}/{a.repeats} {mech}: "
-                      f"median {statistics.median(timer.times[a.warmup:]):.3f} s/step", flush=True)
+    for rep in range(a.repeats):
+        for mech in mechanisms:
+            cfg = compose([f"task={a.task}", f"mechanism={mech}", f"data.dir={a.glue}", "logger=none",
+                           "output_dir=outputs/bench_training_cost", f"trainer.max_steps={a.steps}",
+                           "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "trainer.accelerator=cpu",
+                           "trainer.devices=1", "trainer.enable_progress_bar=false", *a.overrides],
+                          config_name="train")
+            rc = to_run_config(cfg)
+            check_against_model(rc)
+            pl.seed_everything(rc.seed, workers=True, verbose=False)  # same batches for every config
+            tok = load_tokenizer(rc.model)
+            dm = GLUEDataModule(rc.task, rc.data, tok, rc.seed)
+            module = build_module(rc, tok, dm.eval_split_names)
+            timer = StepTimer()
+            trainer = build_trainer(rc, logger=False, callbacks=[timer], enable_checkpointing=False)
+            trainer.fit(module, datamodule=dm)
+            steps_per_epoch[mech] = len(dm.train_dataloader())
+            step_s[mech].extend(timer.times[a.warmup:])
+            print(f"[train-cost] repeat {rep + 1}/{a.repeats} {mech}: "
+                  f"median {statistics.median(timer.times[a.warmup:]):.3f} s/step", flush=True)
 
     base = statistics.median(step_s[mechanisms[0]])
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
@@ -118,15 +112,17 @@ def render(results_csv: str, summary: str) -> str:
     """The markdown table of a results CSV written by this script (`make report` calls this)."""
     with open(results_csv, newline="") as f:
         rows = list(csv.DictReader(f))
+    from eat.tables import markdown_table
+
     r0 = rows[0]
     lines = [f"# Training cost per step: {r0['task']}", "",
              (f"Machine: {r0['machine']}, torch {r0['torch']}, {r0['threads']} threads. Real Lightning fit loop "
               f"(joint training: every parameter trainable), same batches for every configuration; interleaved "
-              f"fits: {r0['fits']}."), f"Command: `{r0['command']}`", "",
-             f"| mechanism | s/step (median) | s/step (p90) | epoch estimate (min) | cost vs {r0['mechanism']} |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['mechanism']} | {float(r['s_per_step_median']):.3f} | {float(r['s_per_step_p90']):.3f} | "
-              f"{r['epoch_min_estimate']} | {float(r['cost_vs_first']):.2f}x |" for r in rows]
+              f"fits: {r0['fits']}."), f"Command: `{r0['command']}`", ""]
+    header = ["mechanism", "s/step (median)", "s/step (p90)", "epoch estimate (min)", f"cost vs {r0['mechanism']}"]
+    lines.append(markdown_table(header, [[r["mechanism"], f"{float(r['s_per_step_median']):.3f}",
+                                          f"{float(r['s_per_step_p90']):.3f}", r["epoch_min_estimate"],
+                                          f"{float(r['cost_vs_first']):.2f}x"] for r in rows]))
     text = "\n".join(lines) + "\n"
     Path(summary).parent.mkdir(parents=True, exist_ok=True)
     Path(summary).write_text(text)

@@ -30,6 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before eat imports transformers
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from eat.bench import build, interleave  # noqa: E402
+from eat.results import prediction_path  # noqa: E402
+from eat.tables import table_head, table_row  # noqa: E402
 
 # label -> overrides on top of the model's own (static: mechanism=none; EAT: operating_point=FILE)
 STATIC = {
@@ -107,8 +109,9 @@ def main() -> None:
               "trainer.accelerator=cpu"]
     only = set(filter(None, args.only.split(",")))
     lines = [f"SST-2 dev (872), seed {args.seed}, {args.threads} thread(s), torch {torch.__version__}",
-             "", "| model | configuration | dev acc | % predictions = fp32 (bs=64) | bs=1 vs bs=64: sentences with "
-             f"equal prediction / exit layer / kept tokens (of the first {args.n_inv}) | all equal |", "|---|---|---|---|---|---|"]
+             "", *table_head(["model", "configuration", "dev acc", "% predictions = fp32 (bs=64)",
+                              "bs=1 vs bs=64: sentences with equal prediction / exit layer / kept tokens (of the first "
+                              f"{args.n_inv})", "all equal"])]
     print("\n".join(lines), flush=True)
     speed_lines = []
     for model, (base, configs) in models.items():
@@ -139,9 +142,9 @@ def main() -> None:
             n = args.n_inv
             same = [(p1 == p64[:n]), (e1 == e64[:n]), (k1 == k64[:n]).all(1)]
             all_same = same[0] & same[1] & same[2]
-            line = (f"| {model} | {label} | {float((p64 == labels).float().mean()) * 100:.2f} | "
-                    f"{float((p64 == ref).float().mean()) * 100:.2f} | "
-                    f"{' / '.join(str(int(s.sum())) for s in same)} | {'yes' if bool(all_same.all()) else 'no'} |")
+            line = table_row([model, label, f"{float((p64 == labels).float().mean()) * 100:.2f}",
+                              f"{float((p64 == ref).float().mean()) * 100:.2f}",
+                              " / ".join(str(int(s.sum())) for s in same), "yes" if bool(all_same.all()) else "no"])
             print(line, f"({time.time() - t0:.0f}s)", flush=True)
             lines.append(line)
             if args.speed and label in SPEED:
@@ -162,12 +165,12 @@ def committed_table(folder: str):
     its static backbone): agreement with the fp32 configuration of the same mechanisms at bs=1 and bs=32, and
     bs=1 vs bs=32 equality of predictions, exit layers and final kept tokens (872 sentences)."""
     def load(c, bs):
-        with open(os.path.join(folder, c, f"predictions_validation_bs{bs}.csv")) as f:
+        with open(prediction_path(os.path.join(folder, c), "validation", bs)) as f:
             return list(csv.DictReader(f))
     out = ["", f"From the harness's predictions in {os.path.relpath(folder, ROOT)} (2 threads, runtime.activation=tensor "
            "was then the only scheme):", "",
-           "| configuration | fp32 reference | dev acc bs=32 | % = fp32 bs=1 | % = fp32 bs=32 | bs=1 vs bs=32: equal "
-           "prediction / exit layer / final kept tokens (of 872) |", "|---|---|---|---|---|---|"]
+           *table_head(["configuration", "fp32 reference", "dev acc bs=32", "% = fp32 bs=1", "% = fp32 bs=32",
+                        "bs=1 vs bs=32: equal prediction / exit layer / final kept tokens (of 872)"])]
     pairs = [("hf_int8", "static_eager"), ("ort_int8", "static_eager"), ("eat_int8", "eat_eager"),
              ("eat_ort_int8", "eat_eager"), ("eat_ort", "eat_eager"), ("eat_eager", "eat_eager")]
     for c, ref in pairs:
@@ -177,7 +180,7 @@ def committed_table(folder: str):
         agree = [sum(x["pred"] == y["pred"] for x, y in zip(a, r)) / len(a) * 100 for a, r in ((a1, r1), (a32, r32))]
         same = [sum(x[k] == y[k] for x, y in zip(a1, a32)) for k in ("pred", "exit_layer", "tokens_final")]
         acc = sum(x["pred"] == x["label"] for x in a32) / len(a32) * 100
-        out.append(f"| {c} | {ref} | {acc:.2f} | {agree[0]:.2f} | {agree[1]:.2f} | {' / '.join(map(str, same))} |")
+        out.append(table_row([c, ref, f"{acc:.2f}", f"{agree[0]:.2f}", f"{agree[1]:.2f}", " / ".join(map(str, same))]))
     return out
 
 
@@ -200,15 +203,15 @@ def timing(model, built, tok, sentences, args):
     old = "runtime=int8 runtime.activation=tensor (old)"
     out += ["", f"Speed, {model} model: ms per example (x = median per-pass speed-up vs fp32 eager; "
             f"bs=1: first {args.n1} dev sentences, bs=32: first {args.n32}; {args.passes} passes, interleaved)", "",
-            "| configuration | bs=1 ms/ex | x vs eager | x vs old int8 | bs=32 ms/ex | x vs eager | x vs old int8 |",
-            "|---|---|---|---|---|---|---|"]
+            *table_head(["configuration", "bs=1 ms/ex", "x vs eager", "x vs old int8", "bs=32 ms/ex", "x vs eager",
+                         "x vs old int8"])]
     for k in built:
         cells = []
         for bs in (1, 32):
             ms, x = res[(k, bs)]
             vs_old = f"{res[(old, bs)][0] / ms:.2f}x" if (old, bs) in res else "-"
             cells += [f"{ms:.2f}", f"{x:.2f}x", vs_old]
-        out.append(f"| {k} | " + " | ".join(cells) + " |")
+        out.append(table_row([k, *cells]))
     return out
 
 

@@ -23,6 +23,7 @@ import torch
 from eat.long_sequences import encoder_config, mechanisms, synthetic_input
 from eat.mechanisms import build_mechanisms
 from eat.model.encoder import Encoder
+from eat.tables import markdown_table, publish
 
 RECOUNTED = ["prune", "prune+sparse"]  # the configurations that ask for the attention received
 
@@ -56,21 +57,18 @@ def main(argv=None) -> int:
     counts = {}
     for window, part in df.groupby("window"):
         counts.update({(window, *k): v for k, v in recount(sorted(set(part["length"])), int(window)).items()})
-    lines = ["# Long-sequence FLOPs recounted with the chunked received-attention pass", "",
-             "| results CSV | L | mechanism | committed GFLOPs | recounted GFLOPs | committed undercounts by "
-             "| tokens_final (committed / recount) |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for _, r in df.sort_values(["csv", "mechanism", "length"]).iterrows():
         g, kept = counts[(r["window"], r["length"], r["mechanism"])]
         under = 100 * (g - r["gflops"]) / g
         under = 0.0 if abs(under) < 0.05 else under  # the CSV keeps 4 decimals: no "-0.0%"
-        lines.append(f"| {r['csv']} | {r['length']} | {r['mechanism']} | {r['gflops']:.4f} | {g:.4f} | "
-                     f"{under:.1f}% | {r['tokens_final']} / {kept} |")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if a.out:
-        Path(a.out).write_text(text)
+        rows.append([r["csv"], r["length"], r["mechanism"], f"{r['gflops']:.4f}", f"{g:.4f}", f"{under:.1f}%",
+                     f"{r['tokens_final']} / {kept}"])
+    header = ["results CSV", "L", "mechanism", "committed GFLOPs", "recounted GFLOPs", "committed undercounts by",
+              "tokens_final (committed / recount)"]
+    publish(["# Long-sequence FLOPs recounted with the chunked received-attention pass", "",
+             markdown_table(header, rows)], a.out)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

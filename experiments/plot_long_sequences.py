@@ -11,6 +11,8 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
+from eat.tables import markdown_table
+
 
 def main(csv_path: str, out_dir: str) -> int:
     if not Path(csv_path).is_file():
@@ -24,11 +26,8 @@ def main(csv_path: str, out_dir: str) -> int:
                        ("attention op alone (one layer)", df[df.mechanism.str.startswith("attention:")])):
         wide = part.pivot(index="length", columns="mechanism", values="ms_median")
         speed = part.pivot(index="length", columns="mechanism", values="speedup_vs_dense")
-        lines += [f"## {kind}: median ms (speed-up vs dense)", "",
-                  "| L | " + " | ".join(wide.columns) + " |", "|---" * (len(wide.columns) + 1) + "|"]
-        for L, row in wide.iterrows():
-            lines.append(f"| {L} | " + " | ".join(f"{row[c]:.2f} ({speed.loc[L, c]:.2f}x)" for c in wide.columns) + " |")
-        lines.append("")
+        rows = [[L, *(f"{row[c]:.2f} ({speed.loc[L, c]:.2f}x)" for c in wide.columns)] for L, row in wide.iterrows()]
+        lines += [f"## {kind}: median ms (speed-up vs dense)", "", markdown_table(["L", *wide.columns], rows), ""]
     (out / "tables.md").write_text("\n".join(lines) + "\n")
     with matplotlib.rc_context({"font.family": "DejaVu Sans", "path.simplify": True}):
         draw(df, out)

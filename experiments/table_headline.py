@@ -18,6 +18,8 @@ import sys
 from collections import defaultdict
 from typing import Dict, List
 
+from eat.tables import table_head, table_row
+
 NO_DIFFERENCE_EXAMPLES = 3
 
 
@@ -59,9 +61,9 @@ def build(rows: List[Dict[str, str]], targets: Dict[int, float], budget: float) 
         n = int(next(iter(base.values()))["n_examples"])
         seeds = sorted(base)
         out += [f"### batch size {bs} ({n} examples, seeds {', '.join(map(str, seeds))})", "",
-                "| configuration | accuracy, mean ± std | Δ vs " + base_label + " | speed-up per seed: median [per-pass "
-                "min-max] | speed-up, median over seeds | ms/example | exit layer | operating point |",
-                "|---|---|---|---|---|---|---|---|"]
+                *table_head(["configuration", "accuracy, mean ± std", f"Δ vs {base_label}",
+                             "speed-up per seed: median [per-pass min-max]", "speed-up, median over seeds",
+                             "ms/example", "exit layer", "operating point"])]
         for lb in labels:
             per = by[(bs, lb)]
             common = [s for s in seeds if s in per]
@@ -80,14 +82,14 @@ def build(rows: List[Dict[str, str]], targets: Dict[int, float], budget: float) 
             layers = statistics.fmean(float(per[s]["avg_exit_layer"]) for s in common)
             src = sorted({per[s]["operating_point_source"] for s in common})
             std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-            out.append(f"| {lb} | {statistics.fmean(acc):.2f} ± {std:.2f} | {dtext} | {'; '.join(speeds)} | "
-                       f"{med:.2f}x | {ms:.3f} | {layers:.2f} | {', '.join(src)} |")
+            out.append(table_row([lb, f"{statistics.fmean(acc):.2f} ± {std:.2f}", dtext, "; ".join(speeds),
+                                  f"{med:.2f}x", f"{ms:.3f}", f"{layers:.2f}", ", ".join(src)]))
             if lb != base_label and bs in targets:
                 # compared at the precision the table prints, so a printed 1.80x never "misses" a 1.8x target
                 speed_ok, acc_ok = round(med, 2) >= targets[bs], round(mean_d, 2) >= -budget
-                out.append(f"|  ↳ target bs={bs}: >= {targets[bs]}x and within {budget} points | "
-                           f"{'met' if acc_ok else 'missed'} (accuracy) | | | {'met' if speed_ok else 'missed'} "
-                           f"(speed) | | | |")
+                out.append(table_row([f"↳ target bs={bs}: >= {targets[bs]}x and within {budget} points",
+                                      f"{'met' if acc_ok else 'missed'} (accuracy)", "", "",
+                                      f"{'met' if speed_ok else 'missed'} (speed)", "", "", ""]))
         out.append("")
     return out
 

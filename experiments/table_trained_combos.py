@@ -16,6 +16,8 @@ from typing import List, Optional
 
 import pandas as pd
 
+from eat.tables import markdown_table
+
 COMBOS = ["none", "prune", "sparse", "exit", "prune+sparse", "prune+exit", "sparse+exit", "prune+sparse+exit"]
 # Results columns the table reads (a results CSV written by train.py / eval.py has them all).
 NEEDED = ["mechanism", "mode", "seed", "batch_size", "accuracy", "avg_exit_layer", "avg_token_retention",
@@ -36,9 +38,9 @@ def bs32(path: str, seed: int) -> pd.DataFrame:
 
 def table(cpu: pd.DataFrame, static: pd.Series, gpu: pd.DataFrame) -> str:
     base = 100 * static["accuracy"]
-    header = (f"| trained and evaluated with | dev acc (CPU) | Δ vs static {base:.2f} | avg exit layer "
-              "| token retention | FLOPs reduction (bs=32) | trained on the GPU (9c) |")
-    lines = [header, "|---|---|---|---|---|---|---|"]
+    header = ["trained and evaluated with", "dev acc (CPU)", f"Δ vs static {base:.2f}", "avg exit layer",
+              "token retention", "FLOPs reduction (bs=32)", "trained on the GPU (9c)"]
+    rows = []
     for mech in COMBOS:
         gpu_acc = f"{100 * gpu.loc[mech, 'accuracy']:.2f}" if mech in gpu.index else "–"
         if mech == "none":
@@ -47,11 +49,11 @@ def table(cpu: pd.DataFrame, static: pd.Series, gpu: pd.DataFrame) -> str:
             r, label = cpu.loc[mech], mech
             delta = f"{100 * r['accuracy'] - base:+.2f}"
         else:
-            lines.append(f"| {mech} | (not run) | | | | | {gpu_acc} |")
+            rows.append([mech, "(not run)", "", "", "", "", gpu_acc])
             continue
-        lines.append(f"| {label} | {100 * r['accuracy']:.2f} | {delta} | {r['avg_exit_layer']:.2f} "
-                     f"| {r['avg_token_retention']:.3f} | {r['flops_reduction']:.2f}x | {gpu_acc} |")
-    return "\n".join(lines) + "\n"
+        rows.append([label, f"{100 * r['accuracy']:.2f}", delta, f"{r['avg_exit_layer']:.2f}",
+                     f"{r['avg_token_retention']:.3f}", f"{r['flops_reduction']:.2f}x", gpu_acc])
+    return markdown_table(header, rows) + "\n"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

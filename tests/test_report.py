@@ -295,3 +295,12 @@ def test_committed_only_reports_are_the_same_in_every_clone(tmp_path):
         assert str(tmp_path) not in md and "/gone/machine" not in md
     for f in sorted(outs[0].iterdir()):
         assert f.read_bytes() == (outs[1] / f.name).read_bytes(), f.name
+
+
+def test_the_report_reads_the_schema_of_eat_results():
+    """report.py names the columns it needs; each must exist in the one schema (results.COLUMNS), and the
+    mechanism test is by plug-in, not by substring."""
+    assert set(report.REQUIRED + report.OPTIONAL_NUMERIC + report.NUMERIC) <= set(results.COLUMNS)
+    assert set(report.PREDICTION_COLUMNS) <= set(results.PREDICTION_FIELDS)
+    assert results.uses("prune+sparse+exit", "exit") and not results.uses("prune+sparse", "exit")
+    assert not results.uses("none", "exit") and results.uses("merge", "merge")

@@ -10,52 +10,27 @@ the merged values are written into the kept positions and the folded tokens are 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, List
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from eat.model.config import EncoderConfig
-from eat.model.mechanism import Mechanism, register, scaled_layers
+from eat.model.mechanism import register
 from eat.model.state import State
-from eat.model.tokens import TOKEN_SCORES, check_schedule, kept_tokens, second_segment
+from eat.model.tokens import TokenReducer, TokenSchedule, second_segment
 
 
 @dataclass
-class MergeConfig:
-    # Merge after these layers (1-based, written for a 6-layer encoder and rescaled), keeping these shares of each
-    # row's real tokens: pruning's schedule, so the two compare at equal token retention.
-    layers: List[int] = field(default_factory=lambda: [2, 4])
-    keep_ratios: List[float] = field(default_factory=lambda: [0.7, 0.7])
-    criterion: str = "attention"  # which tokens stay (eat.model.tokens.TOKEN_SCORES): attention | norm
-    reference_depth: int = 6
-    segments: bool = True  # sentence pairs: the ratio within each sentence, and tokens merge within their own
-
-    def __post_init__(self) -> None:
-        check_schedule("mechanism.merge", self, "merging")
+class MergeConfig(TokenSchedule):  # pruning's schedule; with `segments` tokens also merge within their own sentence
+    KEY: ClassVar[str] = "mechanism.merge"
+    WHAT: ClassVar[str] = "merging"
 
 
 @register("merge", MergeConfig, order=40, spelling=15)
-class TokenMerger(Mechanism):
-    def __init__(self, cfg: MergeConfig, num_layers: int, keep_length: bool = False):
-        super().__init__()
-        self.cfg, self.keep_length = cfg, keep_length
-        layers = scaled_layers(cfg.layers, cfg.reference_depth, num_layers, "mechanism.merge.layers")
-        self.keep: Dict[int, float] = dict(zip(layers, cfg.keep_ratios))
-
-    @classmethod
-    def build(cls, cfg: MergeConfig, c: EncoderConfig, reference: bool) -> "TokenMerger":
-        return cls(cfg, c.num_layers, keep_length=reference)
-
-    def wants_received_attention(self, layer: int) -> bool:
-        return TOKEN_SCORES[self.cfg.criterion].needs_received and layer in self.keep
-
-    def after_layer(self, layer: int, state: State) -> State:
-        if layer not in self.keep:
-            return state
-        index, real = kept_tokens(state, self.cfg.criterion, self.keep[layer], self.cfg.segments)  # (B', L'')
+class TokenMerger(TokenReducer):
+    def reduce(self, state: State, index: Tensor, real: Tensor) -> State:
         B, L, D = state.hidden.shape
         kept = torch.zeros_like(state.mask).scatter(1, index, real)  # (B', L) real tokens that stay
         folded = state.mask & ~kept  # real tokens merged into a kept one
@@ -65,7 +40,7 @@ class TokenMerger(Mechanism):
             merged, merged_size = state.hidden.gather(1, index[..., None].expand(-1, -1, D)), size.gather(1, index)
         else:
             merged, merged_size = self._merge(state, index, real, kept, folded, size)
-        if self.keep_length:  # mode=mask: merged values in the kept positions, the folded tokens zeroed and masked
+        if self.reference:  # mode=mask: merged values in the kept positions, the folded tokens zeroed and masked
             state.hidden = torch.zeros_like(state.hidden).scatter(1, index[..., None].expand(-1, -1, D),
                                                                   merged * real[..., None].to(merged.dtype))
             state.token_slots["merge.size"] = torch.zeros_like(size).scatter(1, index, merged_size * real)

@@ -6,13 +6,15 @@ The number kept depends only on the row's own real length, so a row keeps the sa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from eat.checks import check, choice
+from eat.model.config import EncoderConfig
+from eat.model.mechanism import Mechanism, scaled_layers
 from eat.model.state import State
 
 
@@ -97,6 +99,29 @@ def kept_tokens(state: State, criterion: str, ratio: float, segments: bool) -> T
     return torch.where(order >= L, order - L, order), real
 
 
+@dataclass
+class TokenSchedule:
+    """The config of a token reducer (mechanism.prune, mechanism.merge): after these layers (1-based, written for a
+    `reference_depth`-layer encoder and rescaled to the model's depth: the paper's "after layers 2 and 4" of 6 are
+    layers 4 and 8 of a 12-layer BERT) keep these shares of each row's real tokens. One schedule for both, so
+    pruning and merging compare at equal token retention."""
+
+    KEY: ClassVar[str] = "mechanism.?"  # the config key, for the messages
+    WHAT: ClassVar[str] = "reduction"
+
+    layers: List[int] = field(default_factory=lambda: [2, 4])
+    keep_ratios: List[float] = field(default_factory=lambda: [0.7, 0.7])
+    criterion: str = "attention"  # TOKEN_SCORES: attention (received, PoWER-BERT) | norm (hidden-state L2, the paper)
+    reference_depth: int = 6
+    # Sentence pairs: the keep ratio applies within each segment (neither sentence can lose all its tokens) and
+    # every [SEP] is kept. false: one ratio over the whole pair, only [CLS] and the first [SEP] kept (earlier
+    # behaviour, for the ablation). Single sentences are reduced the same either way.
+    segments: bool = True
+
+    def __post_init__(self) -> None:
+        check_schedule(self.KEY, self, self.WHAT)
+
+
 def check_schedule(key: str, cfg, what: str = "pruning") -> None:
     """The checks of a token-reduction schedule (layers, keep_ratios, criterion, reference_depth)."""
     choice(f"{key}.criterion", cfg.criterion, tuple(TOKEN_SCORES))
@@ -107,3 +132,32 @@ def check_schedule(key: str, cfg, what: str = "pruning") -> None:
     for i in cfg.layers:
         check(1 <= i <= cfg.reference_depth, f"{key}.layers", i, f"must be in [1, reference_depth={cfg.reference_depth}]")
     check(list(cfg.layers) == sorted(set(cfg.layers)), f"{key}.layers", cfg.layers, "must be strictly increasing")
+
+
+class TokenReducer(Mechanism):
+    """The shared half of every mechanism that shortens the sequence on a schedule (prune, merge): the rescaled
+    layers with their keep ratios and the received attention the criterion needs there. A subclass writes only
+    its `reduce`; `self.reference` is mode=mask (keep the length, zero and mask instead of gathering)."""
+
+    def __init__(self, cfg: TokenSchedule, num_layers: int, reference: bool = False):
+        super().__init__()
+        self.cfg, self.reference = cfg, reference
+        layers = scaled_layers(cfg.layers, cfg.reference_depth, num_layers, f"{cfg.KEY}.layers")
+        self.keep: Dict[int, float] = dict(zip(layers, cfg.keep_ratios))
+
+    @classmethod
+    def build(cls, cfg: TokenSchedule, c: EncoderConfig, reference: bool) -> "TokenReducer":
+        return cls(cfg, c.num_layers, reference=reference)
+
+    def wants_received_attention(self, layer: int) -> bool:
+        return TOKEN_SCORES[self.cfg.criterion].needs_received and layer in self.keep
+
+    def after_layer(self, layer: int, state: State) -> State:
+        if layer not in self.keep:
+            return state
+        return self.reduce(state, *kept_tokens(state, self.cfg.criterion, self.keep[layer], self.cfg.segments))
+
+    def reduce(self, state: State, index: Tensor, real: Tensor) -> State:
+        """Shorten `state` to the kept tokens: `index` (B', L'') their positions in original order, `real` (B', L'')
+        False on the padding slots of rows that keep fewer."""
+        raise NotImplementedError

@@ -1,0 +1,30 @@
+"""Markdown tables, written one way by the report, the harness and every experiment script. No torch, no pandas:
+the light scripts (window coverage, FLOPs recount) import it too."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+
+def table_row(cells: Iterable) -> str:
+    """One row; a `|` inside a cell is escaped so it cannot split the cell."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def table_head(header: Sequence[str]) -> List[str]:
+    """The header line and the separator (for tables printed row by row as they are measured)."""
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Iterable]) -> str:
+    return "\n".join(table_head(header) + [table_row(r) for r in rows])
+
+
+def publish(lines: Sequence[str], out: Optional[str]) -> str:
+    """Print a summary and, when `out` is given, write it there (one trailing newline)."""
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    return text
