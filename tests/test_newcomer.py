@@ -70,7 +70,7 @@ def test_missing_train_file_names_the_file_and_the_offline_protocol(tmp_path):
     elapsed = time.perf_counter() - t0
     assert f"{GLUE_DIR}/MNLI/train.tsv: file not found" in line
     assert "experiment=mnli_offline" in line
-    assert elapsed < 10, elapsed  # checked before torch and the model are loaded
+    assert elapsed < 10, elapsed  # checked before the model, tokenizer and data are loaded
     assert "error:" in (tmp_path / "hydra" / "FAILED").read_text()  # the run folder says it failed
 
     from eat.config import DataConfig, TaskConfig
