@@ -1,6 +1,7 @@
 """The mechanism ablation of one trained checkpoint, timed by the declared harness (eat.bench): the static
-model, HF's static model, each of the 8 mechanism combinations and the reference's mask mode, interleaved
-batch by batch on the same batches, >= 5 passes, speed-ups as the median [min-max] of per-pass ratios.
+model, HF's static model, each of the 8 combinations of prune, sparse and exit, the reference's mask mode, and
+token merging in place of pruning at the same retention; interleaved batch by batch on the same batches, >= 5
+passes, speed-ups as the median [min-max] of per-pass ratios.
 
     python experiments/bench_mechanisms.py --ckpt PATH/best.ckpt --glue ../shared/data/glue \
         --results experiments/results/X.csv --predictions experiments/results/predictions/X --summary X.md
@@ -26,6 +27,10 @@ CONFIGS = [  # (label, overrides): the first is the baseline of the speed-ups
     ("sparse+exit", ["mechanism=sparse+exit"]),
     ("prune+sparse+exit", ["mechanism=prune+sparse+exit"]),
     ("prune+sparse+exit (mask: reference)", ["mechanism=prune+sparse+exit", "mechanism.mode=mask"]),
+    # token merging at pruning's retention (prune and merge keep 0.7; the prune+sparse+exit alias keeps 0.8)
+    ("merge", ["mechanism=merge"]),
+    ("merge+exit", ["mechanism=[merge,exit]"]),
+    ("merge+sparse+exit", ["mechanism=[merge,sparse,exit]", "mechanism.merge.keep_ratios=[0.8,0.8]"]),
 ]
 
 
