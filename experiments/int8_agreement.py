@@ -167,12 +167,13 @@ def committed_table(folder: str):
     def load(c, bs):
         with open(prediction_path(os.path.join(folder, c), "validation", bs)) as f:
             return list(csv.DictReader(f))
-    out = ["", f"From the harness's predictions in {os.path.relpath(folder, ROOT)} (2 threads, runtime.activation=tensor "
-           "was then the only scheme):", "",
+    out = ["", f"From the harness's predictions in {os.path.relpath(folder, ROOT)} (2 threads; the INT8 runtimes with "
+           "runtime.activation=token, the default, and `_tensor`: the per-call scheme):", "",
            *table_head(["configuration", "fp32 reference", "dev acc bs=32", "% = fp32 bs=1", "% = fp32 bs=32",
                         "bs=1 vs bs=32: equal prediction / exit layer / final kept tokens (of 872)"])]
     pairs = [("hf_int8", "static_eager"), ("ort_int8", "static_eager"), ("eat_int8", "eat_eager"),
-             ("eat_ort_int8", "eat_eager"), ("eat_ort", "eat_eager"), ("eat_eager", "eat_eager")]
+             ("eat_ort_int8", "eat_eager"), ("eat_int8_tensor", "eat_eager"), ("eat_ort_int8_tensor", "eat_eager"),
+             ("eat_ort", "eat_eager"), ("eat_eager", "eat_eager")]
     for c, ref in pairs:
         if not os.path.isdir(os.path.join(folder, c)):
             continue
