@@ -116,6 +116,7 @@ def mechanism_name(*, _parent_) -> str:
 # --------------------------------------------------------------------------------------------- runtime
 PEERS = ("hf_static", "hf_int8", "ort_fp32", "ort_int8", "truncated")
 RUNTIMES = ("eager", "int8", "ort", "ort_int8")
+FP32_LINEARS = ("q", "k", "v", "o", "ffn_in", "ffn_out", "head", "heads")  # runtime.fp32_linears
 FUSED_RUNTIMES = ("ort", "ort_int8")  # each layer is one ONNX Runtime graph: no Python inside a layer
 
 
@@ -136,10 +137,18 @@ class RuntimeConfig:
     # closer to fp32) or tensor (one per call over the whole batch, padding included: quantize_dynamic's
     # default, the old behaviour). experiments/runtimes_tried.md. The INT8 peers always run quantize_dynamic.
     activation: str = "token"
+    # runtime=int8: the Linears left in fp32, by name (a Linear stays fp32 when a part of its module path is
+    # listed): q, k, v, o, ffn_in, ffn_out of every layer; head (the final head), heads (the exit heads). For the
+    # agreement with fp32 (experiments/int8_agreement.py): each saves an exit decision or two at a price in speed.
+    fp32_linears: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _choice("runtime.name", self.name, RUNTIMES)
         _choice("runtime.activation", self.activation, ("token", "tensor"))
+        for part in self.fp32_linears:
+            _choice("runtime.fp32_linears", part, FP32_LINEARS)
+        _check(not self.fp32_linears or self.name == "int8", "runtime.fp32_linears", list(self.fp32_linears),
+               f"applies to runtime=int8 only (runtime={self.name})")
         _check(self.opset >= 14, "runtime.opset", self.opset, "must be >= 14 (scaled_dot_product_attention export)")
 
 

@@ -240,24 +240,32 @@ class TokenNormLinear(nn.Module):
         return (y * half + mid * self.w_sum + self.bias).reshape(*shape[:-1], self.weight_t.shape[1])
 
 
-def swap_linears(module: nn.Module, make) -> nn.Module:
-    """Replace every nn.Linear below `module` by make(linear), in place."""
+def swap_linears(module: nn.Module, make, keep=(), _path: str = "") -> nn.Module:
+    """Replace every nn.Linear below `module` by make(linear), in place; a Linear with a part of its module path
+    in `keep` (runtime.fp32_linears) stays as it is."""
     for name, child in module.named_children():
+        path = f"{_path}.{name}" if _path else name
         if isinstance(child, nn.Linear):
-            setattr(module, name, make(child))
+            if not _kept(path, keep):
+                setattr(module, name, make(child))
         else:
-            swap_linears(child, make)
+            swap_linears(child, make, keep, path)
     return module
 
 
-def quantize_int8(module: nn.Module, per_channel: bool = True) -> nn.Module:
-    """torch dynamic INT8 on every nn.Linear, in place (weights INT8 per output channel or per tensor,
-    activations quantized per call)."""
+def _kept(path: str, keep) -> bool:
+    return any(part in keep for part in path.split("."))
+
+
+def quantize_int8(module: nn.Module, per_channel: bool = True, keep=()) -> nn.Module:
+    """torch dynamic INT8 on every nn.Linear (but those `keep` names), in place (weights INT8 per output channel
+    or per tensor, activations quantized per call)."""
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    spec = {n: qconfig for n, m in module.named_modules() if isinstance(m, nn.Linear) and not _kept(n, keep)}
     with quiet_export():  # torch's deprecation notice for torch.ao quantization, once per Linear
-        return quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
+        return quantize_dynamic(module, spec, dtype=torch.qint8, inplace=True)
 
 
 def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> Encoder:
@@ -267,8 +275,8 @@ def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> Encoder:
         return encoder
     if cfg.name == "int8":
         if cfg.activation == "tensor":
-            return quantize_int8(encoder, cfg.per_channel)
-        return swap_linears(encoder, lambda lin: TokenInt8Linear(lin, cfg.per_channel))
+            return quantize_int8(encoder, cfg.per_channel, cfg.fp32_linears)
+        return swap_linears(encoder, lambda lin: TokenInt8Linear(lin, cfg.per_channel), cfg.fp32_linears)
     mechanisms = list(encoder.mechanisms.values())
     # exported into a temporary folder, never the repository: the sessions hold the graphs in memory
     with tempfile.TemporaryDirectory(prefix="eat-ort-") as folder, quiet_export():

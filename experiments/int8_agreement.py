@@ -40,6 +40,8 @@ STATIC = {
     "runtime=int8 runtime.activation=tensor (old)": ["runtime=int8", "runtime.activation=tensor"],
     "runtime=ort_int8 (token; default)": ["runtime=ort_int8"],
     "runtime=ort_int8 runtime.activation=tensor (old)": ["runtime=ort_int8", "runtime.activation=tensor"],
+    "runtime=int8 heads fp32": ["runtime=int8", "runtime.fp32_linears=[head,heads]"],
+    "runtime=int8 ffn_out+heads fp32": ["runtime=int8", "runtime.fp32_linears=[ffn_out,head,heads]"],
     "runtime=ort (fp32)": ["runtime=ort"],
     "peer=hf_int8": ["peer=hf_int8"],
     "peer=ort_int8": ["peer=ort_int8"],

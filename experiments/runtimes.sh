@@ -41,7 +41,8 @@ fi
 CONFIGS+=(--config eat_eager operating_point=$OP
   --config eat_int8 operating_point=$OP runtime=int8
   --config eat_ort operating_point=$OP runtime=ort
-  --config eat_ort_int8 operating_point=$OP runtime=ort_int8)
+  --config eat_ort_int8 operating_point=$OP runtime=ort_int8
+  --config eat_int8_ffn_fp32 operating_point=$OP runtime=int8 "runtime.fp32_linears=[ffn_out,head,heads]")
 # The INT8 runtimes' earlier activation scheme (one scale per call, batch-dependent), for the record (TENSOR_SCHEME= drops it)
 [ -n "${TENSOR_SCHEME-1}" ] && CONFIGS+=(--config eat_int8_tensor operating_point=$OP runtime=int8 runtime.activation=tensor
   --config eat_ort_int8_tensor operating_point=$OP runtime=ort_int8 runtime.activation=tensor)

@@ -284,6 +284,25 @@ def test_peer_and_runtime_errors_name_the_key(tmp_path):
         _rc(tmp_path, "runtime=ort_int8", "trainer.accelerator=gpu")
 
 
+@pytest.mark.parametrize("activation", ["token", "tensor"])
+def test_fp32_linears_stay_fp32_and_the_rest_is_int8(activation):
+    enc = _tiny_eat()
+    q = apply_runtime(copy.deepcopy(enc), RuntimeConfig(name="int8", activation=activation,
+                                                         fp32_linears=["ffn_out", "heads"]))
+    fp32 = sorted(n for n, m in q.named_modules() if type(m) is nn.Linear)
+    heads = [f"mechanisms.exit.heads.{k}.1" for k in enc.mechanisms["exit"].heads]  # every layer but the last
+    assert len(heads) == 3 and fp32 == sorted([f"layers.{i}.ffn_out" for i in range(4)] + heads)
+    assert type(q.layers[0].q) is not nn.Linear and type(q.head.out) is not nn.Linear  # quantized
+    ids, mask, _ = _rows()
+    with torch.no_grad():  # the fp32 Linears are the same modules: their weights are untouched
+        assert torch.equal(q.layers[2].ffn_out.weight, enc.layers[2].ffn_out.weight)
+        assert q(ids, mask).logits.shape == enc(ids, mask).logits.shape
+    with pytest.raises(ConfigError, match=r"runtime.fp32_linears='ffn' is not valid; allowed values: q, k, v, o"):
+        RuntimeConfig(name="int8", fp32_linears=["ffn"])
+    with pytest.raises(ConfigError, match=r"runtime.fp32_linears=\['q'\].*applies to runtime=int8 only"):
+        RuntimeConfig(name="ort_int8", fp32_linears=["q"])
+
+
 # ----------------------------------------------------------------------------- end to end (eval.py)
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
