@@ -14,7 +14,8 @@ register_configs()
 
 def run_job(cfg: DictConfig) -> None:
     """Validate the config and the data files (seconds: before a model, tokenizer or dataset is loaded), then
-    fit / evaluate and record (eat.runner.run). A user error ends the process with one line and exit code 2 (eat.errors)."""
+    fit / evaluate and record (eat.runner.run). A user error ends the process with one line and exit code 2
+    (eat.errors)."""
     with exit_on_user_error():
         from eat.preflight import preflight
 

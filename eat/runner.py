@@ -148,7 +148,8 @@ def evaluate(rc: RunConfig, plain: Dict, module: EATModule, dm: GLUEDataModule, 
         for i, split in enumerate(dm.eval_split_names):
             res = per_split[split]
             recs = res["records"]
-            results.write_csv_atomic(results.prediction_path(rc.output_dir, split, bs), list(results.PREDICTION_FIELDS), recs)
+            results.write_csv_atomic(results.prediction_path(rc.output_dir, split, bs), list(results.PREDICTION_FIELDS),
+                                     recs)
             row = results.result_row(
                 rc, plain, run_id=run_id, split=split, batch_size=bs,
                 # the strategy's device: `trainer.test` has moved the module back to the CPU by now
