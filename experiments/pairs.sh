@@ -7,7 +7,8 @@
 #   heads:    per-layer exit-head tables of both stage-2 models (experiments/exit_heads.py)
 #   select:   the operating point of the distilled model, chosen on the protocol's selection split (grid=pairs)
 #   bench:    static, HF static and EAT at that point, declared harness: bs=32 on the full evaluation split
-#             (or its first N32), bs=1 on its first N1 (default 2,000) examples. MNLI pairs cost ~15 ms/example
+#             (or its first N32), bs=1 on its first N1 (default 2,000) examples (BENCH_HF=0: without HF; the
+#             runtimes table, experiments/runtimes.sh, times it against every peer). MNLI pairs cost ~15 ms/example
 #             here: 3 configurations x 5 passes of the full 9,815 at bs=32 take ~40 minutes
 #   ablation: at the chosen point (if it is the namesake; else the namesake's defaults), each part switched off in turn (same harness, bs=32, first NA examples,
 #             default all): pair-aware pruning (segments=false), the window below 512 (min_length=0) with and
@@ -58,8 +59,8 @@ bench() {  # bench NAME BS [--max-examples N] --config ...
 if [[ $STEPS == *bench* ]]; then
   for BS in 32 1; do
     LIM=(); [ $BS = 1 ] && LIM=(--max-examples ${N1:-2000}); [ $BS = 32 ] && [ -n "${N32:-}" ] && LIM=(--max-examples $N32)
-    bench pairs $BS "${LIM[@]}" --config static mechanism=none --config hf_static mechanism=none peer=hf_static \
-      --config eat operating_point=$OP
+    HF=(--config hf_static mechanism=none peer=hf_static); [ "${BENCH_HF:-1}" = 0 ] && HF=()
+    bench pairs $BS "${LIM[@]}" --config static mechanism=none "${HF[@]}" --config eat operating_point=$OP
   done
 fi
 if [[ $STEPS == *ablation* ]]; then

@@ -4,10 +4,10 @@
 #   sst2: experiments/sst2.sh SEED must have run (checkpoint + operating_point.yaml); the truncated peer joins when
 #         experiments/train_truncated.sh SEED K has trained it (K: the point's average exit depth rounded up).
 #         Full dev set at every batch size in BATCH_SIZES (default "1 32").
-#   mnli|qqp: the offline protocols; experiments/glue_offline.sh TASK SEED (STEPS=train) must have trained the
-#         checkpoints; the operating point is chosen here on the protocol's selection split (skipped when its
-#         operating_point.yaml exists). bs=32 on the first N32 (default 2,000) evaluation examples and bs=1 on the
-#         first N1 (default 500): ten configurations x 5 passes of the full 9,815 / 10,430 do not fit a session.
+#   mnli|qqp: the offline protocols at issue 15's pair-aware defaults: STEPS=train,select bash experiments/pairs.sh
+#         TASK SEED must have run (the distilled stage-2 checkpoint and the operating point it chose on the
+#         protocol's selection split). bs=32 on the first N32 (default 2,000) evaluation examples and bs=1 on the
+#         first N1 (default 500): a dozen configurations x 5 passes of the full 9,815 / 10,430 do not fit a session.
 # Usage: bash experiments/runtimes.sh sst2|mnli|qqp SEED
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,25 +17,30 @@ GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
 PY=.venv/bin/python
 case $TASK in
   sst2) EAT=outputs/sst2/eat_seed$SEED/checkpoints/best.ckpt; COMMON=(seed=$SEED); TAG=sst2 ;;
-  mnli|qqp) EAT=outputs/${TASK}_eat_seed$SEED/checkpoints/best.ckpt; COMMON=(seed=$SEED experiment=${TASK}_offline)
+  mnli|qqp) EAT=outputs/${TASK}_eat_distill_seed$SEED/checkpoints/best.ckpt; COMMON=(seed=$SEED experiment=${TASK}_offline)
             TAG=${TASK}_offline ;;
   *) echo "task=$TASK: allowed values are sst2, mnli, qqp" >&2; exit 2 ;;
 esac
-SEL=experiments/results/${TAG}_select/seed$SEED
-OP=$SEL/operating_point.yaml
-if [ ! -f $OP ]; then
-  [ $TASK = sst2 ] && { echo "error: $OP not found: run STEPS=select bash experiments/sst2.sh $SEED first" >&2; exit 2; }
-  $PY -m eat.select out=$OP candidates=3 ${SELECT_ARGS:-} -- ckpt_path=$EAT data.dir=$GLUE "${COMMON[@]}"
+if [ $TASK = sst2 ]; then
+  OP=experiments/results/sst2_select/seed$SEED/operating_point.yaml; MAKE="STEPS=select bash experiments/sst2.sh $SEED"
+else
+  OP=experiments/results/${TAG}_select/pairs_seed$SEED/operating_point.yaml
+  MAKE="STEPS=train,select bash experiments/pairs.sh $TASK $SEED"
 fi
+for f in $EAT $OP; do
+  [ -f $f ] || { echo "error: $f not found: run $MAKE first" >&2; exit 2; }
+done
 
 CONFIGS=(--config hf_fp32 mechanism=none peer=hf_static
   --config static_eager mechanism=none
   --config hf_int8 mechanism=none peer=hf_int8
   --config ort_fp32 mechanism=none peer=ort_fp32
   --config ort_int8 mechanism=none peer=ort_int8)
-TRUNC=$(ls -d outputs/sst2/truncated_k*_seed$SEED 2>/dev/null | head -1 || true)
-if [ $TASK = sst2 ] && [ -n "$TRUNC" ]; then
-  K=${TRUNC#outputs/sst2/truncated_k}; K=${K%_seed*}
+# the truncated peer, when experiments/train_truncated.sh has trained it ([TASK=mnli|qqp] ... SEED K)
+TR=outputs/sst2/truncated_k; [ $TASK = sst2 ] || TR=outputs/${TASK}_truncated_k
+TRUNC=$(ls -d ${TR}*_seed$SEED 2>/dev/null | head -1 || true)
+if [ -n "$TRUNC" ]; then
+  K=${TRUNC#$TR}; K=${K%_seed*}
   CONFIGS+=(--config truncated_k$K mechanism=none peer=truncated model.keep_layers=$K ckpt_path=$TRUNC/checkpoints/best.ckpt)
 fi
 CONFIGS+=(--config eat_eager operating_point=$OP

@@ -376,3 +376,12 @@ def test_truncated_peer_trains_with_keep_layers_and_evaluates(tmp_path):
     # the same checkpoint without keep_layers: one clear error naming the missing layers
     r = run_script("eval.py", tiny_overrides(tmp_path, f"ckpt_path={ckpt}", "mechanism=none"), tmp_path)
     assert r.returncode == 2 and "lacks weights" in r.stderr and "layers.2" in r.stderr
+
+
+def test_truncated_script_names_an_unknown_task():
+    """TASK picks the protocol (sst2, or mnli/qqp offline); anything else is refused before any training."""
+    import subprocess
+
+    r = subprocess.run(["bash", str(ROOT / "experiments" / "train_truncated.sh"), "0", "2"],
+                       env={**os.environ, "TASK": "xnli"}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "TASK=xnli" in r.stderr and "sst2, mnli, qqp" in r.stderr
