@@ -110,6 +110,39 @@ def test_headline_table_aggregates_seeds_and_calls_small_differences_no_differen
     assert not (tmp_path / "x.md").exists()
 
 
+def test_pairs_seeds_table_matches_rows_by_checkpoint_and_judges_the_targets(tmp_path, capsys):
+    """experiments/table_pairs_seeds.py: static rows (mechanism none on <task>_static_seedS) and EAT rows at a
+    selected point (<task>_eat_distill_seedS, operating_point_source=selection) pair up per seed, the latest row
+    wins, other rows are ignored; accuracy and (QQP) F1 are judged against their budgets."""
+    cols = ["task", "seed", "accuracy", "f1", "n_examples", "ckpt_path", "mechanism", "operating_point_source",
+            "timestamp"]
+
+    def row(task, kind, seed, acc, f1="", mech="none", src="manual", ts="2026-12-02T20:00:00"):
+        return [task, seed, acc, f1, 1000, f"/w/outputs/{task}_{kind}_seed{seed}/checkpoints/best.ckpt", mech, src, ts]
+
+    rows = [row("mnli", "static", s, 0.64) for s in (42, 43)]
+    rows += [row("mnli", "eat_distill", 42, 0.64 - 2 / 1000, mech="exit", src="selection"),
+             row("mnli", "eat_distill", 43, 0.64 - 3 / 1000, mech="exit", src="selection"),
+             row("mnli", "eat_distill", 43, 0.50, mech="exit", src="manual"),  # a training-time row: ignored
+             row("mnli", "eat_distill", 42, 0.10, mech="exit", src="selection", ts="2026-12-01T00:00:00")]  # older
+    rows += [row("qqp", "static", 42, 0.84, 0.80), row("qqp", "eat_distill", 42, 0.83, 0.785, "exit", "selection")]
+    path = tmp_path / "r.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        w.writerows(rows)
+    out = tmp_path / "p.md"
+    assert load("table_pairs_seeds").main(["--results", str(path), "--out", str(out)]) == 0
+    mnli, qqp = out.read_text().split("### qqp")
+    assert "seeds 42, 43" in mnli and "no measurable difference (-2, -3 examples)" in mnli
+    assert "within 0.5 points: met" in mnli and "| 64.00, 64.00 | 63.80, 63.70 |" in mnli
+    acc, f1 = [ln for ln in qqp.splitlines() if ln.startswith(("| accuracy", "| f1"))]
+    assert "-1.00 points (-10 examples)" in acc and "within 0.5 points: missed" in acc
+    assert "-1.50 points" in f1 and "within 1.0 points: missed" in f1
+    assert load("table_pairs_seeds").main(["--results", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x.md")]) == 2
+    assert "nope.csv: results file not found" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
+
+
 @needs_glue
 def test_exit_heads_table_has_one_row_per_head_on_a_pair_task(tmp_path, capsys):
     """experiments/exit_heads.py on the pretrained MiniLM-L6 (untrained heads: the table's shape, not its values)
