@@ -1,0 +1,56 @@
+"""Where a bs=1 forward of EAT spends its time outside the layers (issue 14: the bs=1 gap to whole-graph ORT INT8).
+
+Builds each configuration by eval.py's path (experiments/try_runtimes.py: the pretrained MiniLM-L6 backbone, the
+same random head), runs one SST-2-length sentence `--n` times at bs=1 on 1 thread, prints ms per forward, and
+cProfiles the first configuration. With random exit heads, `mechanism.exit.threshold=0.5` makes every example
+leave at the first exit layer, so the profile is one ORT layer plus everything EAT does around it.
+
+    .venv/bin/python experiments/profile_bs1.py [--n 200] [--top 15]
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+
+import torch
+# a sibling script: `python experiments/profile_bs1.py` puts experiments/ first on the import path
+from try_runtimes import build
+
+CONFIGS = {
+    "EAT, runtime=ort_int8, exit after layer 1": ["mechanism=exit", "mechanism.exit.threshold=0.5", "runtime=ort_int8"],
+    "peer=ort_int8 (whole graph, 6 layers)": ["mechanism=none", "peer=ort_int8"],
+}
+SENTENCE = "a gripping , funny and touching film that works on every level ."
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200, help="forwards timed (and profiled) per configuration")
+    ap.add_argument("--top", type=int, default=15, help="profile rows shown (by own time)")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    for i, (label, overrides) in enumerate(CONFIGS.items()):
+        enc, tok = build(overrides, 1)
+        e = tok([SENTENCE], return_tensors="pt")
+        args = (e["input_ids"], e["attention_mask"], e.get("token_type_ids"))
+        with torch.no_grad():
+            for _ in range(20):  # warm-up
+                out = enc(*args)
+            t = time.perf_counter()
+            for _ in range(a.n):
+                out = enc(*args)
+            ms = (time.perf_counter() - t) / a.n * 1e3
+            print(f"{label}: {ms:.3f} ms per forward, exit layer {int(out.exit_layer[0])}")
+            if i == 0:
+                prof = cProfile.Profile()
+                prof.enable()
+                for _ in range(a.n):
+                    enc(*args)
+                prof.disable()
+                pstats.Stats(prof).sort_stats("tottime").print_stats(a.top)
+
+
+if __name__ == "__main__":
+    main()
