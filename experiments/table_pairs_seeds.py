@@ -5,7 +5,8 @@ examples (3 examples or fewer: "no measurable difference"), and the target (accu
 QQP F1 within --f1-budget). Speed is not read here: it comes from the declared harness (bench_*_pairs.md).
 
 Rows are matched by checkpoint folder: static = mechanism none on outputs/<task>_static_seed<S>, EAT = the rows
-with operating_point_source=selection on outputs/<task>_eat_distill_seed<S>; the latest row of each wins.
+with operating_point_source=selection on outputs/<task>_eat_distill_seed<S> that cover as many examples as the
+static row (eval.py, or the harness on the whole split); the latest row of each wins.
 
     python experiments/table_pairs_seeds.py --results experiments/results/mnli_pairs_seeds.csv \\
         --results experiments/results/qqp_pairs_seeds.csv --out experiments/report/pairs_seeds.md
@@ -47,8 +48,9 @@ def read(paths: List[str]) -> List[Dict[str, str]]:
 
 
 def pick(rows: List[Dict[str, str]]) -> Dict[Tuple[str, int], Dict[str, Dict[str, str]]]:
-    """(task, seed) -> {"static": row, "eat": row}, the latest row of each kind."""
-    out: Dict[Tuple[str, int], Dict[str, Dict[str, str]]] = {}
+    """(task, seed) -> {"static": row, "eat": row}, the latest row of each kind; an EAT row counts only when it
+    covers as many examples as the static row (a harness run on the first N examples is not the split)."""
+    kinds: Dict[Tuple[str, int], Dict[str, List[Dict[str, str]]]] = {}
     for r in sorted(rows, key=lambda r: r["timestamp"]):
         folder = os.path.basename(os.path.dirname(os.path.dirname(r["ckpt_path"])))
         m = re.fullmatch(r"(\w+?)_(static|eat_distill)_seed(\d+)", folder)
@@ -59,7 +61,15 @@ def pick(rows: List[Dict[str, str]]) -> Dict[Tuple[str, int], Dict[str, Dict[str
             continue
         if kind == "eat" and r["operating_point_source"] != "selection":
             continue
-        out.setdefault((r["task"], int(m.group(3))), {})[kind] = r
+        kinds.setdefault((r["task"], int(m.group(3))), {}).setdefault(kind, []).append(r)
+    out: Dict[Tuple[str, int], Dict[str, Dict[str, str]]] = {}
+    for key, got in kinds.items():
+        out[key] = {}
+        if "static" in got:
+            out[key]["static"] = got["static"][-1]
+            whole = [r for r in got.get("eat", []) if r["n_examples"] == got["static"][-1]["n_examples"]]
+            if whole:
+                out[key]["eat"] = whole[-1]
     return out
 
 

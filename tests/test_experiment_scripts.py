@@ -124,7 +124,9 @@ def test_pairs_seeds_table_matches_rows_by_checkpoint_and_judges_the_targets(tmp
     rows += [row("mnli", "eat_distill", 42, 0.64 - 2 / 1000, mech="exit", src="selection"),
              row("mnli", "eat_distill", 43, 0.64 - 3 / 1000, mech="exit", src="selection"),
              row("mnli", "eat_distill", 43, 0.50, mech="exit", src="manual"),  # a training-time row: ignored
-             row("mnli", "eat_distill", 42, 0.10, mech="exit", src="selection", ts="2026-12-01T00:00:00")]  # older
+             row("mnli", "eat_distill", 42, 0.10, mech="exit", src="selection", ts="2026-12-01T00:00:00"),  # older
+             row("mnli", "eat_distill", 42, 0.20, mech="exit", src="selection", ts="2026-12-03T00:00:00")]
+    rows[-1][4] = 500  # the first 500 examples only: not the split
     rows += [row("qqp", "static", 42, 0.84, 0.80), row("qqp", "eat_distill", 42, 0.83, 0.785, "exit", "selection")]
     path = tmp_path / "r.csv"
     with open(path, "w", newline="") as f:
