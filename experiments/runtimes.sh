@@ -17,7 +17,8 @@ GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
 PY=.venv/bin/python
 case $TASK in
   sst2) EAT=outputs/sst2/eat_seed$SEED/checkpoints/best.ckpt; COMMON=(seed=$SEED); TAG=sst2 ;;
-  mnli|qqp) EAT=outputs/${TASK}_eat_distill_seed$SEED/checkpoints/best.ckpt; COMMON=(seed=$SEED experiment=${TASK}_offline)
+  mnli|qqp) EAT=outputs/${TASK}_eat_distill_seed$SEED/checkpoints/best.ckpt
+            COMMON=(seed=$SEED experiment=${TASK}_offline)
             TAG=${TASK}_offline ;;
   *) echo "task=$TASK: allowed values are sst2, mnli, qqp" >&2; exit 2 ;;
 esac

@@ -141,7 +141,8 @@ def test_pairs_seeds_table_matches_rows_by_checkpoint_and_judges_the_targets(tmp
     acc, f1 = [ln for ln in qqp.splitlines() if ln.startswith(("| accuracy", "| f1"))]
     assert "-1.00 points (-10 examples)" in acc and "within 0.5 points: missed" in acc
     assert "-1.50 points" in f1 and "within 1.0 points: missed" in f1
-    assert load("table_pairs_seeds").main(["--results", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x.md")]) == 2
+    missing = ["--results", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x.md")]
+    assert load("table_pairs_seeds").main(missing) == 2
     assert "nope.csv: results file not found" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
 
 
