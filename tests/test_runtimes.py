@@ -223,8 +223,8 @@ def _sst2_checkpoint():
 @pytest.mark.skipif(_sst2_checkpoint() is None, reason="needs a fine-tuned SST-2 checkpoint: set EAT_TEST_SST2_CKPT or "
                     "run experiments/sst2_train.sh (INT8 agreement means nothing on an untrained head)")
 @pytest.mark.parametrize("name", ["int8", pytest.param("ort_int8", marks=pytest.mark.xfail(
-    reason="issue 14, open: ort_int8 with per-token scales agrees on 97.59% of dev predictions of the seed-42 static "
-           "model (int8: 99.08%); suspected u8s8 saturation on AVX2 now that every token spans the full INT8 range "
+    reason="issue 14, open: ort_int8 with per-token scales agreed on 97.59% of dev predictions of the seed-42 static "
+           "model on one machine and 99.08% on another (RESULTS 2h); suspected u8s8 saturation on AVX2 CPUs "
            "(experiments/runtimes_tried.md)", strict=False))])
 def test_int8_runtimes_agree_with_fp32_on_sst2_dev(name):
     """The real fine-tuned MiniLM-L6 (static, the weights a user deploys): >= 99% of the 872 SST-2 dev
