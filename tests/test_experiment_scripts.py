@@ -18,6 +18,14 @@ def load(name: str):
     return module
 
 
+def write_csv(path, cols, rows):
+    """A results-like CSV: the header `cols`, then `rows`."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        w.writerows(rows)
+
+
 def test_long_sequence_study_writes_one_row_per_length_and_mechanism(tmp_path):
     out = tmp_path / "long.csv"
     assert load("bench_long_sequences").main(["--lengths", "64,640", "--window", "32", "--repeats", "1",
@@ -42,10 +50,7 @@ def test_trained_combinations_table_compares_each_cpu_row_with_the_static_run_an
     def write(path, rows):
         cols = ["mechanism", "mode", "seed", "batch_size", "accuracy", "avg_exit_layer", "avg_token_retention",
                 "flops_reduction"]
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(cols)
-            w.writerows(rows)
+        write_csv(path, cols, rows)
 
     write(tmp_path / "static.csv", [["none", "compute", 42, 1, 0.5, 6, 1, 1], ["none", "compute", 42, 32, 0.8, 6, 1, 1],
                                     ["none", "compute", 43, 32, 0.1, 6, 1, 1]])
@@ -85,10 +90,7 @@ def test_headline_table_aggregates_seeds_and_calls_small_differences_no_differen
     rows += [row("static", s, 32, 0.88, 1.0) for s in (42, 43)]
     rows += [row("eat", s, 32, 0.88 - 10 / 872, 1.5, "selection") for s in (42, 43)]
     path = tmp_path / "h.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        w.writerows(rows)
+    write_csv(path, cols, rows)
     out = tmp_path / "h.md"
     assert load("table_headline").main(["--results", str(path), "--out", str(out), "--targets", "1=1.8,32=1.6"]) == 0
     text = out.read_text()
@@ -101,10 +103,7 @@ def test_headline_table_aggregates_seeds_and_calls_small_differences_no_differen
     assert "-1.15 points (-10, -10 examples)" in eat32
     assert "missed (accuracy)" in bs32 and "missed (speed)" in bs32
     rows[0][0] = "lightning"  # a row of another harness is refused, with its line
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        w.writerows(rows)
+    write_csv(path, cols, rows)
     assert load("table_headline").main(["--results", str(path), "--out", str(tmp_path / "x.md")]) == 2
     assert f"{path}:2: not a row of the declared harness" in capsys.readouterr().err
     assert not (tmp_path / "x.md").exists()
@@ -129,10 +128,7 @@ def test_pairs_seeds_table_matches_rows_by_checkpoint_and_judges_the_targets(tmp
     rows[-1][4] = 500  # the first 500 examples only: not the split
     rows += [row("qqp", "static", 42, 0.84, 0.80), row("qqp", "eat_distill", 42, 0.83, 0.785, "exit", "selection")]
     path = tmp_path / "r.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        w.writerows(rows)
+    write_csv(path, cols, rows)
     out = tmp_path / "p.md"
     assert load("table_pairs_seeds").main(["--results", str(path), "--out", str(out)]) == 0
     mnli, qqp = out.read_text().split("### qqp")
