@@ -312,6 +312,7 @@ class SelectConfig:
 
     split: str = "selection"
     budget: float = 0.5
+    confidence: float = 0.0  # > 0: the budget must hold at this one-sided confidence (paired bound, accuracy)
     speed: str = "time"
     batch_size: int = 32
     passes: int = 5
@@ -323,6 +324,8 @@ class SelectConfig:
     def __post_init__(self) -> None:
         _choice("speed", self.speed, ("time", "flops"))
         _check(self.budget >= 0, "budget", self.budget, "must be >= 0 (points of the score)")
+        _check(0 <= self.confidence < 1, "confidence", self.confidence,
+               "must be in [0, 1): 0 compares the selection scores, e.g. 0.8 their one-sided lower bound")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         _check(self.passes >= 5, "passes", self.passes, "the declared harness makes at least 5 passes")
         _check(self.candidates >= 1, "candidates", self.candidates, "must be >= 1")

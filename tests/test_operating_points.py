@@ -62,6 +62,41 @@ def test_selection_off_and_too_large():
         big.read("train")
 
 
+def _point(label, correct, flops):
+    return {"label": label, "idx": list(range(len(correct))), "correct": correct,
+            "score": sum(correct) / len(correct), "flops_reduction": flops}
+
+
+def test_confidence_rejects_a_point_whose_loss_is_within_budget_only_by_luck():
+    from eat.select import choose, delta_lower
+
+    n = 1000
+    static = _point("static", [1] * 700 + [0] * 300, 1.0)
+    # 'churn' trades 60 right answers for 57 others: -0.3 points, many changed rows; 'steady' loses 3 rows only
+    churn = _point("churn", [0] * 60 + [1] * 640 + [1] * 57 + [0] * 243, 2.0)
+    steady = _point("steady", [0] * 3 + [1] * 697 + [0] * 300, 1.5)
+    assert abs(churn["score"] - static["score"] + 0.003) < 1e-9 and abs(steady["score"] - 0.697) < 1e-9
+    chosen, _ = choose(static, [dict(churn), dict(steady)], 0.5, "flops", 4)
+    assert chosen["label"] == "churn"  # the point estimate alone takes the fastest
+    chosen, pts = choose(static, [dict(churn), dict(steady)], 0.5, "flops", 4, confidence=0.8)
+    assert chosen["label"] == "steady" and [p["feasible"] for p in pts] == [False, True]
+    # the bound by hand: 117 of 1000 rows differ (d = -1 x60, +1 x57)
+    d = [-1] * 60 + [1] * 57 + [0] * (n - 117)
+    mean = sum(d) / n
+    sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5
+    assert abs(delta_lower(static, churn, 0.8) - (mean - 0.8416212 * sd / n ** 0.5)) < 1e-6
+    assert delta_lower(static, churn, 0.0) == mean
+    with pytest.raises(ValueError, match="other rows"):
+        delta_lower(static, dict(churn, idx=list(range(1, n + 1))), 0.8)
+
+
+def test_confidence_out_of_range_names_the_key():
+    from eat.config import ConfigError, SelectConfig
+
+    with pytest.raises(ConfigError, match=r"confidence.*\[0, 1\)"):
+        SelectConfig(confidence=1.0, grid={"exit": ["mechanism=exit"]})
+
+
 # ------------------------------------------------------------------------------------------ the harness
 def test_harness_measures_an_injected_delay_by_the_right_factor_with_rotating_order():
     from eat import bench
