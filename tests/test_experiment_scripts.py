@@ -185,3 +185,35 @@ def test_pairs_script_runs_every_step_on_a_tiny_model(tmp_path):
     assert (res / "mnli_offline_select" / "pairs_seed0" / "operating_point.yaml").exists()
     ablation = list(csv.DictReader(open(res / "mnli_pairs_ablation.csv")))
     assert len(ablation) == 7 and all(a["harness"] for a in ablation)
+
+
+def test_selection_vs_dev_table_pairs_each_chosen_point_with_its_evaluation_rows(tmp_path, capsys):
+    """experiments/table_selection_vs_dev.py: the selection-split loss from operating_point.yaml next to the
+    evaluation loss of the latest whole-split selection row; hf_static, bs=1 and subset rows are ignored."""
+    for seed, score in ((42, 0.905), (43, 0.91)):
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "op.yaml").write_text(
+            f"chosen:\n  overrides: [task=sst2, mechanism=exit, mechanism.exit.threshold=0.8]\n  score: {score}\n"
+            f"  static_score: 0.91\n  n_examples: 2000\n")
+    cols = ["task", "seed", "model", "mechanism", "batch_size", "n_examples", "accuracy", "operating_point_source",
+            "timestamp"]
+    t0, t1 = "2026-12-01T00:00:00", "2026-12-02T00:00:00"
+    rows = [["sst2", 42, "minilm_l6", "none", 32, 800, 0.88, "manual", t0],
+            ["sst2", 42, "hf_static", "none", 32, 800, 0.99, "manual", t0],
+            ["sst2", 42, "minilm_l6", "exit", 32, 800, 0.86, "selection", t0],  # older: superseded
+            ["sst2", 42, "minilm_l6", "exit", 32, 800, 0.87, "selection", t1],
+            ["sst2", 42, "minilm_l6", "exit", 1, 800, 0.10, "selection", t1],
+            ["sst2", 42, "minilm_l6", "exit", 32, 100, 0.20, "selection", t1]]  # a subset
+    path, out = tmp_path / "r.csv", tmp_path / "t.md"
+    write_csv(path, cols, rows)
+    argv = ["--case", "sst2", str(tmp_path / "s{seed}" / "op.yaml"), "--results", str(path), "--seeds", "42", "43",
+            "--out", str(out)]
+    assert load("table_selection_vs_dev").main(argv) == 0
+    text = out.read_text()
+    assert "| sst2 | 42 | mechanism=exit mechanism.exit.threshold=0.8 | 2000 | -0.50 | 800 | -1.00 (-8 examples) " \
+           "| -0.50 |" in text
+    assert "| sst2 | 43 |" in text and "not in --results" in text  # seed 43 has no evaluation rows
+    assert "evaluation loss is larger at 1 of 1" in text
+    argv[2] = str(tmp_path / "none{seed}.yaml")
+    assert load("table_selection_vs_dev").main(argv[:-1] + [str(tmp_path / "x.md")]) == 2
+    assert "none42.yaml not found" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
