@@ -77,22 +77,28 @@ def evaluate_point(label: str, overrides: List[str], split: str, batch_size: int
             "avg_token_retention": summ["avg_token_retention"], "n": len(recs["idx"]), "built": b}
 
 
-def delta_lower(static: Dict, point: Dict, confidence: float) -> float:
-    """One-sided lower confidence bound of the point's accuracy minus static's (a fraction), from the paired
-    per-example differences: both models see the same rows, so only the rows where they differ add variance."""
+def paired_difference(static: Dict, point: Dict) -> Tuple[float, float]:
+    """Mean and standard error of the per-example difference (point correct - static correct): both models see
+    the same rows, so only the rows where they differ add variance."""
     import statistics
 
     if point["idx"] != static["idx"]:
         raise ValueError(f"{point['label']}: evaluated on other rows than the static model")
     d = [a - b for a, b in zip(point["correct"], static["correct"])]
-    mean = sum(d) / len(d)
-    if confidence <= 0 or len(d) < 2:
-        return mean
-    z = statistics.NormalDist().inv_cdf(confidence)
-    return mean - z * statistics.stdev(d) / len(d) ** 0.5
+    se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else 0.0
+    return sum(d) / len(d), se
+
+
+def delta_lower(static: Dict, point: Dict, confidence: float) -> float:
+    """One-sided lower confidence bound of the point's accuracy minus static's (a fraction)."""
+    import statistics
+
+    mean, se = paired_difference(static, point)
+    return mean - statistics.NormalDist().inv_cdf(confidence) * se if confidence > 0 else mean
 
 
 def feasible_point(static: Dict, point: Dict, budget: float, confidence: float) -> bool:
+    point["delta_se"] = paired_difference(static, point)[1]  # in selection.csv: any confidence can be judged later
     if confidence > 0:
         point["delta_lower"] = delta_lower(static, point, confidence)
         return point["delta_lower"] >= -budget / 100 - 1e-12
@@ -145,7 +151,7 @@ def write_operating_point(path: str, task: str, chosen: Dict, static: Dict, ckpt
 
 
 def write_table(path: str, static: Dict, points: List[Dict]) -> None:
-    cols = ["label", "score", "delta_lower", "flops_reduction", "avg_exit_layer", "avg_token_retention", "feasible",
+    cols = ["label", "score", "delta_se", "delta_lower", "flops_reduction", "avg_exit_layer", "avg_token_retention", "feasible",
             "speedup", "n"]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"

@@ -86,6 +86,7 @@ def test_confidence_rejects_a_point_whose_loss_is_within_budget_only_by_luck():
     sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5
     assert abs(delta_lower(static, churn, 0.8) - (mean - 0.8416212 * sd / n ** 0.5)) < 1e-6
     assert delta_lower(static, churn, 0.0) == mean
+    assert abs(pts[0]["delta_se"] - sd / n ** 0.5) < 1e-12  # written to selection.csv for any confidence
     with pytest.raises(ValueError, match="other rows"):
         delta_lower(static, dict(churn, idx=list(range(1, n + 1))), 0.8)
 
