@@ -6,6 +6,18 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 
+NO_DIFFERENCE_EXAMPLES = 3  # a difference of this many evaluation examples or fewer is noise, not a result
+
+
+def accuracy_delta_text(mean_points: float, per_seed_examples: Sequence[int]) -> str:
+    """The accuracy difference of a table: "no measurable difference" when every seed differs by at most
+    NO_DIFFERENCE_EXAMPLES examples, else the mean in points; both with each seed's examples."""
+    ex = ", ".join(f"{x:+d}" for x in per_seed_examples)
+    if all(abs(x) <= NO_DIFFERENCE_EXAMPLES for x in per_seed_examples):
+        return f"no measurable difference ({ex} examples)"
+    return f"{mean_points:+.2f} points ({ex} examples)"
+
+
 def table_row(cells: Iterable) -> str:
     """One row; a `|` inside a cell is escaped so it cannot split the cell."""
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"

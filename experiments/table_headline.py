@@ -18,9 +18,7 @@ import sys
 from collections import defaultdict
 from typing import Dict, List
 
-from eat.tables import table_head, table_row
-
-NO_DIFFERENCE_EXAMPLES = 3
+from eat.tables import accuracy_delta_text, table_head, table_row
 
 
 class TableError(Exception):
@@ -71,10 +69,7 @@ def build(rows: List[Dict[str, str]], targets: Dict[int, float], budget: float) 
             delta = [100 * (float(per[s]["accuracy"]) - float(base[s]["accuracy"])) for s in common]
             d_ex = [round(d / 100 * n) for d in delta]
             mean_d = statistics.fmean(delta)
-            if all(abs(x) <= NO_DIFFERENCE_EXAMPLES for x in d_ex):
-                dtext = f"no measurable difference ({', '.join(f'{x:+d}' for x in d_ex)} examples)"
-            else:
-                dtext = f"{mean_d:+.2f} points ({', '.join(f'{x:+d}' for x in d_ex)} examples)"
+            dtext = accuracy_delta_text(mean_d, d_ex)
             speeds = [f"{float(per[s]['speedup']):.2f}x [{float(per[s]['speedup_min']):.2f}-"
                       f"{float(per[s]['speedup_max']):.2f}]" for s in common]
             med = statistics.median(float(per[s]["speedup"]) for s in common)

@@ -21,9 +21,7 @@ import statistics
 import sys
 from typing import Dict, List, Tuple
 
-from eat.tables import table_head, table_row
-
-NO_DIFFERENCE_EXAMPLES = 3
+from eat.tables import accuracy_delta_text, table_head, table_row
 
 
 class TableError(Exception):
@@ -96,12 +94,7 @@ def build(rows: List[Dict[str, str]], budget: float, f1_budget: float) -> List[s
             ea = [100 * float(p["eat"][metric]) for p in pairs]
             delta = statistics.fmean(e - s for e, s in zip(ea, st))
             d_ex = [round((float(p["eat"]["accuracy"]) - float(p["static"]["accuracy"])) * n) for p in pairs]
-            if metric == "accuracy" and all(abs(x) <= NO_DIFFERENCE_EXAMPLES for x in d_ex):
-                dtext = f"no measurable difference ({', '.join(f'{x:+d}' for x in d_ex)} examples)"
-            elif metric == "accuracy":
-                dtext = f"{delta:+.2f} points ({', '.join(f'{x:+d}' for x in d_ex)} examples)"
-            else:
-                dtext = f"{delta:+.2f} points"
+            dtext = accuracy_delta_text(delta, d_ex) if metric == "accuracy" else f"{delta:+.2f} points"
             sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
             mech = "; ".join(p["eat"]["mechanism"] for p in pairs)
             verdict = "met" if round(delta, 2) >= -allowed else "missed"
