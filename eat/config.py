@@ -137,9 +137,10 @@ class RuntimeConfig:
     # closer to fp32) or tensor (one per call over the whole batch, padding included: quantize_dynamic's
     # default, the old behaviour). experiments/runtimes_tried.md. The INT8 peers always run quantize_dynamic.
     activation: str = "token"
-    # runtime=int8: the Linears left in fp32, by name (a Linear stays fp32 when a part of its module path is
-    # listed): q, k, v, o, ffn_in, ffn_out of every layer; head (the final head), heads (the exit heads). For the
-    # agreement with fp32 (experiments/int8_agreement.py): each saves an exit decision or two at a price in speed.
+    # runtime=int8 / ort_int8: the Linears left in fp32, by name (a Linear stays fp32 when a part of its module
+    # path is listed): q, k, v, o, ffn_in, ffn_out of every layer; head (the final head), heads (the exit heads;
+    # runtime=int8 only: under ort_int8 the heads run in eager fp32 anyway). For the agreement with fp32
+    # (experiments/int8_agreement.py): each saves an exit decision or two at a price in speed.
     fp32_linears: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -147,8 +148,12 @@ class RuntimeConfig:
         _choice("runtime.activation", self.activation, ("token", "tensor"))
         for part in self.fp32_linears:
             _choice("runtime.fp32_linears", part, FP32_LINEARS)
-        _check(not self.fp32_linears or self.name == "int8", "runtime.fp32_linears", list(self.fp32_linears),
-               f"applies to runtime=int8 only (runtime={self.name})")
+        _check(not self.fp32_linears or self.name in ("int8", "ort_int8"), "runtime.fp32_linears",
+               list(self.fp32_linears), f"applies to runtime=int8 and ort_int8 only (runtime={self.name})")
+        heads = [p for p in self.fp32_linears if p in ("head", "heads")]
+        _check(self.name != "ort_int8" or not heads, "runtime.fp32_linears", list(self.fp32_linears),
+               f"runtime=ort_int8 quantizes the layer bodies only, its heads are fp32 already: drop {heads} "
+               f"(allowed: q, k, v, o, ffn_in, ffn_out)")
         _check(self.opset >= 14, "runtime.opset", self.opset, "must be >= 14 (scaled_dot_product_attention export)")
 
 

@@ -66,16 +66,22 @@ def session_options(threads: Optional[int] = None):
     return so
 
 
-def ort_session(path: str, int8: bool, per_channel: bool = True):
+def ort_session(path: str, int8: bool, per_channel: bool = True, keep=()):
     """An ORT CPU session of the ONNX file at `path`; `int8`: ORT dynamic quantization first (QInt8 weights,
-    one scale per output channel unless not `per_channel`; activations quantized per call), written next to it."""
+    one scale per output channel unless not `per_channel`; activations quantized per call), written next to it.
+    The MatMuls of the Linears named in `keep` (runtime.fp32_linears) stay fp32."""
     import onnxruntime as ort
 
     if int8:
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        # torch.onnx names a Linear's MatMul by its module path: /layer/ffn_out/MatMul
+        exclude = [n.name for n in onnx.load(path).graph.node
+                   if n.op_type in ("MatMul", "Gemm") and any(f"/{part}/" in n.name for part in keep)]
         q_path = path.replace(".onnx", ".int8.onnx")
-        quantize_dynamic(path, q_path, weight_type=QuantType.QInt8, per_channel=per_channel)
+        quantize_dynamic(path, q_path, weight_type=QuantType.QInt8, per_channel=per_channel,
+                         nodes_to_exclude=exclude)
         path = q_path
     return ort.InferenceSession(path, sess_options=session_options(), providers=["CPUExecutionProvider"])
 
@@ -126,15 +132,16 @@ class OrtLayer(nn.Module):
         super().__init__()
         self.H, self.D = layer.H, layer.q.in_features
         if int8 and cfg.activation == "token":  # ORT quantizes the normalized MatMuls (TokenNormLinear)
-            layer = swap_linears(copy.deepcopy(layer), lambda lin: TokenNormLinear(lin, cfg.per_channel))
+            layer = swap_linears(copy.deepcopy(layer), lambda lin: TokenNormLinear(lin, cfg.per_channel),
+                                 cfg.fp32_linears)
         path = os.path.join(folder, f"{name}.onnx")
         export_layer(layer, path, False, cfg.opset)
-        self.plain = ort_session(path, int8, cfg.per_channel)
+        self.plain = ort_session(path, int8, cfg.per_channel, cfg.fp32_linears)
         self.with_received = None
         if with_received:
             path = os.path.join(folder, f"{name}_received.onnx")
             export_layer(layer, path, True, cfg.opset)
-            self.with_received = ort_session(path, int8, cfg.per_channel)
+            self.with_received = ort_session(path, int8, cfg.per_channel, cfg.fp32_linears)
 
     def forward(self, x: Tensor, attend, need_received: bool):
         if not isinstance(attend, MaskedAttention):

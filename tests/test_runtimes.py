@@ -299,8 +299,44 @@ def test_fp32_linears_stay_fp32_and_the_rest_is_int8(activation):
         assert q(ids, mask).logits.shape == enc(ids, mask).logits.shape
     with pytest.raises(ConfigError, match=r"runtime.fp32_linears='ffn' is not valid; allowed values: q, k, v, o"):
         RuntimeConfig(name="int8", fp32_linears=["ffn"])
-    with pytest.raises(ConfigError, match=r"runtime.fp32_linears=\['q'\].*applies to runtime=int8 only"):
-        RuntimeConfig(name="ort_int8", fp32_linears=["q"])
+    with pytest.raises(ConfigError, match=r"runtime.fp32_linears=\['q'\].*applies to runtime=int8 and ort_int8 only"):
+        RuntimeConfig(name="ort", fp32_linears=["q"])
+    with pytest.raises(ConfigError, match=r"ort_int8 quantizes the layer bodies only.*drop \['heads'\]"):
+        RuntimeConfig(name="ort_int8", fp32_linears=["ffn_out", "heads"])
+
+
+@pytest.mark.parametrize("activation", ["token", "tensor"])
+def test_ort_int8_keeps_the_named_matmuls_fp32(activation, monkeypatch):
+    """runtime=ort_int8 runtime.fp32_linears=[ffn_out]: in every layer graph ORT quantizes q, k, v, o and ffn_in
+    (MatMulInteger / DynamicQuantizeMatMul), and ffn_out stays an fp32 MatMul with its eager weights."""
+    import onnx
+
+    from eat import runtimes
+
+    graphs = []
+    real = runtimes.ort_session
+
+    def spy(path, int8, per_channel=True, keep=()):
+        sess = real(path, int8, per_channel, keep)
+        graphs.append(onnx.load(path.replace(".onnx", ".int8.onnx")))
+        return sess
+
+    monkeypatch.setattr(runtimes, "ort_session", spy)
+    enc = _tiny_eat()
+    q = apply_runtime(copy.deepcopy(enc), RuntimeConfig(name="ort_int8", activation=activation,
+                                                         fp32_linears=["ffn_out"]))
+    assert len(graphs) >= 4  # one per layer (and the received-attention variants pruning asks for)
+    for g in graphs:
+        float_mm = {n.name for n in g.graph.node if n.op_type == "MatMul"}
+        quant = {n.name for n in g.graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")}
+        assert "/layer/ffn_out/MatMul" in float_mm
+        assert not any("/ffn_out/" in n for n in quant) and len(quant) >= 5, sorted(quant)
+        init = {t.name: t for t in g.graph.initializer}
+        b = [n for n in g.graph.node if n.name == "/layer/ffn_out/MatMul"][0].input[1]
+        assert init[b].data_type == onnx.TensorProto.FLOAT
+    ids, mask, _ = _rows()
+    with torch.no_grad():  # the encoder with these sessions still runs end to end
+        assert q(ids, mask).logits.shape == enc(ids, mask).logits.shape
 
 
 # ----------------------------------------------------------------------------- end to end (eval.py)
