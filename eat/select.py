@@ -151,8 +151,8 @@ def write_operating_point(path: str, task: str, chosen: Dict, static: Dict, ckpt
 
 
 def write_table(path: str, static: Dict, points: List[Dict]) -> None:
-    cols = ["label", "score", "delta_se", "delta_lower", "flops_reduction", "avg_exit_layer", "avg_token_retention", "feasible",
-            "speedup", "n"]
+    cols = ["label", "score", "delta_se", "delta_lower", "flops_reduction", "avg_exit_layer", "avg_token_retention",
+            "feasible", "speedup", "n"]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
