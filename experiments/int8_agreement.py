@@ -42,6 +42,7 @@ STATIC = {
     "runtime=ort_int8 runtime.activation=tensor (old)": ["runtime=ort_int8", "runtime.activation=tensor"],
     "runtime=int8 heads fp32": ["runtime=int8", "runtime.fp32_linears=[head,heads]"],
     "runtime=int8 ffn_out+heads fp32": ["runtime=int8", "runtime.fp32_linears=[ffn_out,head,heads]"],
+    "runtime=ort_int8 ffn_out fp32": ["runtime=ort_int8", "runtime.fp32_linears=[ffn_out]"],  # heads: fp32 already
     "runtime=ort (fp32)": ["runtime=ort"],
     "peer=hf_int8": ["peer=hf_int8"],
     "peer=ort_int8": ["peer=ort_int8"],
