@@ -225,10 +225,11 @@ def _sst2_checkpoint():
 @pytest.mark.parametrize("name", ["int8", pytest.param("ort_int8", marks=pytest.mark.xfail(
     reason="issue 14, open: ort_int8 with per-token scales agreed on 97.59% of dev predictions of the seed-42 static "
            "model on one machine and 99.08% on another (RESULTS 2h); suspected u8s8 saturation on AVX2 CPUs "
-           "(experiments/runtimes_tried.md)", strict=False))])
+           "(experiments/runtimes_tried.md)", strict=False)), "ort_int8:ffn_out"])
 def test_int8_runtimes_agree_with_fp32_on_sst2_dev(name):
     """The real fine-tuned MiniLM-L6 (static, the weights a user deploys): >= 99% of the 872 SST-2 dev
-    predictions of each INT8 runtime (per-token activation scales, the default) agree with fp32, and the first
+    predictions of each INT8 runtime (per-token activation scales, the default; ort_int8 also with the FFN output
+    projection in fp32, the setting that holds 99% on EAT's model too, RESULTS 2h) agree with fp32, and the first
     100 dev sentences alone give the predictions of the batches of 64. The INT8 peers (a user's one-line
     quantize_dynamic) are measured, not held to it: experiments/runtimes_tried.md."""
     from eat.build import build_encoder, load_tokenizer
@@ -243,7 +244,8 @@ def test_int8_runtimes_agree_with_fp32_on_sst2_dev(name):
     order, batches = _sorted_batches(tok, dev_s)
     fp32 = _predict(enc, batches, order)
     assert float((fp32 == dev_y).float().mean()) > 0.8, "not a fine-tuned SST-2 model"
-    model = _runtime(enc, name)
+    runtime, _, keep = name.partition(":")  # ort_int8:ffn_out = runtime.fp32_linears=[ffn_out]
+    model = apply_runtime(copy.deepcopy(enc), RuntimeConfig(name=runtime, fp32_linears=[keep] if keep else []))
     batched = _predict(model, batches, order)
     agree = float((batched == fp32).float().mean())
     print(f"runtime={name}: {agree * 100:.2f}% of the 872 dev predictions agree with fp32")  # shown with -rP
