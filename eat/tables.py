@@ -6,6 +6,28 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 
+class TableError(Exception):
+    """Bad input of a table script: the message names the file (and row or column) that is wrong."""
+
+
+def read_results(paths: Sequence[str], need: Sequence[str]) -> List[dict]:
+    """The rows of every results CSV in `paths`, each file checked for existence, rows and the `need` columns."""
+    import csv
+    import os
+
+    rows: List[dict] = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise TableError(f"{path}: results file not found")
+        with open(path, newline="") as f:
+            got = list(csv.DictReader(f))
+        missing = [c for c in need if got and c not in got[0]]
+        if not got or missing:
+            raise TableError(f"{path}: " + (f"lacks columns {', '.join(missing)}" if got else "no rows"))
+        rows += got
+    return rows
+
+
 NO_DIFFERENCE_EXAMPLES = 3  # a difference of this many evaluation examples or fewer is noise, not a result
 
 

@@ -11,30 +11,18 @@ still one row.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
 from collections import defaultdict
 from typing import Dict, List
 
-from eat.tables import accuracy_delta_text, table_head, table_row
-
-
-class TableError(Exception):
-    pass
+from eat.tables import TableError, accuracy_delta_text, read_results, table_head, table_row
 
 
 def read(path: str) -> List[Dict[str, str]]:
-    if not os.path.isfile(path):
-        raise TableError(f"{path}: results file not found")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    need = ["harness", "speedup", "speedup_min", "speedup_max", "speedup_vs", "output_dir", "seed", "batch_size",
-            "accuracy", "n_examples", "operating_point_source"]
-    missing = [c for c in need if rows and c not in rows[0]]
-    if not rows or missing:
-        raise TableError(f"{path}: " + (f"lacks columns {', '.join(missing)}" if rows else "no rows"))
+    rows = read_results([path], ["harness", "speedup", "speedup_min", "speedup_max", "speedup_vs", "output_dir",
+                                 "seed", "batch_size", "accuracy", "n_examples", "operating_point_source"])
     bad = [i + 2 for i, r in enumerate(rows) if r["harness"] != "eat.bench"]
     if bad:
         raise TableError(f"{path}:{bad[0]}: not a row of the declared harness (harness={rows[bad[0] - 2]['harness']!r})")

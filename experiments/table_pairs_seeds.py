@@ -14,35 +14,18 @@ static row (eval.py, or the harness on the whole split); the latest row of each 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 import statistics
 import sys
 from typing import Dict, List, Tuple
 
-from eat.tables import accuracy_delta_text, table_head, table_row
-
-
-class TableError(Exception):
-    pass
+from eat.tables import TableError, accuracy_delta_text, read_results, table_head, table_row
 
 
 def read(paths: List[str]) -> List[Dict[str, str]]:
-    rows = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise TableError(f"{path}: results file not found")
-        with open(path, newline="") as f:
-            got = list(csv.DictReader(f))
-        if not got:
-            raise TableError(f"{path}: no rows")
-        missing = [c for c in ("task", "seed", "accuracy", "f1", "n_examples", "ckpt_path", "mechanism",
-                               "operating_point_source", "timestamp") if c not in got[0]]
-        if missing:
-            raise TableError(f"{path}: lacks columns {', '.join(missing)}")
-        rows += got
-    return rows
+    return read_results(paths, ("task", "seed", "accuracy", "f1", "n_examples", "ckpt_path", "mechanism",
+                                "operating_point_source", "timestamp"))
 
 
 def pick(rows: List[Dict[str, str]]) -> Dict[Tuple[str, int], Dict[str, Dict[str, str]]]:

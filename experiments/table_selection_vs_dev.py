@@ -14,32 +14,18 @@ bs=32 row with operating_point_source=selection that covers as many examples as 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from typing import Dict, List, Optional
 
 import yaml
 
-
-class TableError(Exception):
-    pass
+from eat.tables import TableError, read_results
 
 
 def read(paths: List[str]) -> List[Dict[str, str]]:
-    rows = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise TableError(f"{path}: results file not found")
-        with open(path, newline="") as f:
-            got = list(csv.DictReader(f))
-        need = ("task", "seed", "model", "mechanism", "batch_size", "n_examples", "accuracy",
-                "operating_point_source", "timestamp")
-        missing = [c for c in need if got and c not in got[0]]
-        if not got or missing:
-            raise TableError(f"{path}: " + ("no rows" if not got else f"lacks columns {', '.join(missing)}"))
-        rows += got
-    return rows
+    return read_results(paths, ("task", "seed", "model", "mechanism", "batch_size", "n_examples", "accuracy",
+                                "operating_point_source", "timestamp"))
 
 
 def dev_pair(rows: List[Dict[str, str]], task: str, seed: int) -> Optional[Dict[str, Dict[str, str]]]:
