@@ -98,7 +98,8 @@ def delta_lower(static: Dict, point: Dict, confidence: float) -> float:
 
 
 def feasible_point(static: Dict, point: Dict, budget: float, confidence: float) -> bool:
-    point["delta_se"] = paired_difference(static, point)[1]  # in selection.csv: any confidence can be judged later
+    if point.get("metric", "accuracy") == "accuracy":  # in selection.csv: any confidence can be judged later
+        point["delta_se"] = paired_difference(static, point)[1]
     if confidence > 0:
         point["delta_lower"] = delta_lower(static, point, confidence)
         return point["delta_lower"] >= -budget / 100 - 1e-12
