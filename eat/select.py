@@ -8,7 +8,7 @@
    With `confidence` > 0 (accuracy only) it must be so with that one-sided confidence: the lower bound of the
    paired difference (per-example correct minus static's correct; mean - z * std / sqrt(n)) is within budget.
    Why: choosing the fastest point that passes a noisy filter picks points whose selection score was lucky,
-   so on dev they lose more than the budget (RESULTS 3.6: 7 of 9 chosen points did).
+   so on dev they lose more than on selection (RESULTS 3.8: 7 of 9 chosen points did).
 3. speed=flops: the feasible point with the largest FLOPs reduction wins. speed=time: the `candidates`
    feasible points with the largest FLOPs reductions are timed against the static model by the declared
    harness (eat.bench: interleaved, same batches, median of >= 5 passes), and the fastest wins.

@@ -2,6 +2,8 @@
 the light scripts (window coverage, FLOPs recount) import it too."""
 from __future__ import annotations
 
+import csv
+import os
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -12,9 +14,6 @@ class TableError(Exception):
 
 def read_results(paths: Sequence[str], need: Sequence[str]) -> List[dict]:
     """The rows of every results CSV in `paths`, each file checked for existence, rows and the `need` columns."""
-    import csv
-    import os
-
     rows: List[dict] = []
     for path in paths:
         if not os.path.isfile(path):
