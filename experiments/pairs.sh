@@ -14,7 +14,8 @@
 #             default all): pair-aware pruning (segments=false), the window below 512 (min_length=0) with and
 #             without global [SEP]s, distillation (the other stage-2 model), and all of them (the old namesake)
 # Usage: bash experiments/pairs.sh mnli|qqp SEED [HYDRA OVERRIDES for every step...]
-#        (STEPS=train,heads,select,bench,ablation; OUT=outputs root)
+#        (STEPS=train,heads,select,bench,ablation; OUT=outputs root; CONFIDENCE=C: select with eat.select
+#        confidence=C into pairs_seedSEED_confidenceC, and bench/ablation use that point)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:?usage: pairs.sh mnli|qqp SEED}
@@ -30,7 +31,7 @@ S=${SUMMARIES:-experiments}
 STATIC=$O/${T}_static_seed$SEED/checkpoints/best.ckpt
 E0=$O/${T}_eat_seed$SEED/checkpoints/best.ckpt
 E1=$O/${T}_eat_distill_seed$SEED/checkpoints/best.ckpt
-OP=$R/${T}_offline_select/pairs_seed$SEED/operating_point.yaml
+OP=$R/${T}_offline_select/pairs_seed$SEED${CONFIDENCE:+_confidence$CONFIDENCE}/operating_point.yaml
 EXP=experiment=${T}_offline
 C=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$R/${T}_offline.csv "$@")
 
@@ -48,7 +49,8 @@ if [[ $STEPS == *heads* ]]; then
     --out $R/exit_heads/${T}_seed$SEED.csv --summary $S/${T}_exit_heads.md
 fi
 if [[ $STEPS == *select* ]]; then
-  $PY -m eat.select grid=pairs out=$OP candidates=3 ${SELECT_ARGS:-} -- $EXP ckpt_path=$E1 seed=$SEED data.dir=$GLUE "$@"
+  $PY -m eat.select grid=pairs out=$OP candidates=3 ${CONFIDENCE:+confidence=$CONFIDENCE} ${SELECT_ARGS:-} \
+    -- $EXP ckpt_path=$E1 seed=$SEED data.dir=$GLUE "$@"
 fi
 EXTRA=("$@")
 bench() {  # bench NAME BS [--max-examples N] --config ...

@@ -8,6 +8,9 @@
 #         TASK SEED must have run (the distilled stage-2 checkpoint and the operating point it chose on the
 #         protocol's selection split). bs=32 on the first N32 (default 2,000) evaluation examples and bs=1 on the
 #         first N1 (default 500): a dozen configurations x 5 passes of the full 9,815 / 10,430 do not fit a session.
+#   CONFIDENCE=C: EAT at the point chosen with eat.select confidence=C (sst2.sh / pairs.sh with CONFIDENCE=C),
+#         written to its own results (TAG_runtimes_confidenceC.csv, bench_TAG_runtimes_confidenceC.md): one table
+#         per run of the harness, never rows of two selection rules mixed.
 # Usage: bash experiments/runtimes.sh sst2|mnli|qqp SEED
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,12 +25,16 @@ case $TASK in
             TAG=${TASK}_offline ;;
   *) echo "task=$TASK: allowed values are sst2, mnli, qqp" >&2; exit 2 ;;
 esac
+CONF=${CONFIDENCE:+_confidence$CONFIDENCE}
 if [ $TASK = sst2 ]; then
-  OP=experiments/results/sst2_select/seed$SEED/operating_point.yaml; MAKE="STEPS=select bash experiments/sst2.sh $SEED"
+  OP=experiments/results/sst2_select/seed$SEED${CONF:-}/operating_point.yaml
+  MAKE="STEPS=train,select bash experiments/sst2.sh $SEED"
 else
-  OP=experiments/results/${TAG}_select/pairs_seed$SEED/operating_point.yaml
+  OP=experiments/results/${TAG}_select/pairs_seed$SEED${CONF:-}/operating_point.yaml
   MAKE="STEPS=train,select bash experiments/pairs.sh $TASK $SEED"
 fi
+[ -n "${CONF:-}" ] && MAKE="CONFIDENCE=$CONFIDENCE $MAKE"
+OUT=${TAG}_runtimes${CONF:-}
 for f in $EAT $OP; do
   [ -f $f ] || { echo "error: $f not found: run $MAKE first" >&2; exit 2; }
 done
@@ -48,7 +55,8 @@ CONFIGS+=(--config eat_eager operating_point=$OP
   --config eat_int8 operating_point=$OP runtime=int8
   --config eat_ort operating_point=$OP runtime=ort
   --config eat_ort_int8 operating_point=$OP runtime=ort_int8
-  --config eat_int8_ffn_fp32 operating_point=$OP runtime=int8 "runtime.fp32_linears=[ffn_out,head,heads]")
+  --config eat_int8_ffn_fp32 operating_point=$OP runtime=int8 "runtime.fp32_linears=[ffn_out,head,heads]"
+  --config eat_ort_int8_ffn_fp32 operating_point=$OP runtime=ort_int8 "runtime.fp32_linears=[ffn_out]")
 # The INT8 runtimes' earlier activation scheme (one scale per call, batch-dependent), for the record (TENSOR_SCHEME= drops it)
 [ -n "${TENSOR_SCHEME-1}" ] && CONFIGS+=(--config eat_int8_tensor operating_point=$OP runtime=int8 runtime.activation=tensor
   --config eat_ort_int8_tensor operating_point=$OP runtime=ort_int8 runtime.activation=tensor)
@@ -56,8 +64,8 @@ CONFIGS+=(--config eat_eager operating_point=$OP
 bench() {  # bench BATCH_SIZES [eat.bench args...]
   local bs=$1; shift
   $PY -m eat.bench --ckpt $EAT --task $TASK --glue $GLUE --batch-sizes $bs --passes 5 --common "${COMMON[@]}" \
-    "${CONFIGS[@]}" "$@" --results experiments/results/${TAG}_runtimes.csv \
-    --predictions experiments/results/predictions/${TAG}_runtimes/seed$SEED --summary experiments/bench_${TAG}_runtimes.md
+    "${CONFIGS[@]}" "$@" --results experiments/results/$OUT.csv \
+    --predictions experiments/results/predictions/$OUT/seed$SEED --summary experiments/bench_$OUT.md
 }
 if [ $TASK = sst2 ]; then
   bench "${BATCH_SIZES:-1 32}"

@@ -6,6 +6,8 @@
 #   4.   (STEPS=bench) static, HF static and EAT at that point on the full dev set, timed by the declared harness
 #        (python -m eat.bench: bs=1 and bs=32, interleaved, 5 passes); its rows carry the dev accuracy too.
 # Usage: bash experiments/sst2.sh SEED [HYDRA OVERRIDES for the trainings...]; STEPS=train,select,bench (default all)
+#   CONFIDENCE=C: select with eat.select confidence=C (a point is feasible only if the one-sided paired lower bound of
+#   its accuracy loss is within the budget), into sst2_select/seedSEED_confidenceC; the bench step then times it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEED=${1:?usage: sst2.sh SEED [OVERRIDES...]}
@@ -14,14 +16,14 @@ STEPS=${STEPS:-train,select,bench}
 GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
 PY=.venv/bin/python
 EAT=outputs/sst2/eat_seed$SEED/checkpoints/best.ckpt
-SEL=experiments/results/sst2_select/seed$SEED
+SEL=experiments/results/sst2_select/seed$SEED${CONFIDENCE:+_confidence$CONFIDENCE}
 
 [[ $STEPS == *train* ]] && bash experiments/sst2_train.sh "$SEED" "$@"
 
 if [[ $STEPS == *select* ]]; then
   # SELECT_ARGS: more eat.select settings, e.g. threads=1 when seeds are selected side by side
-  $PY -m eat.select out=$SEL/operating_point.yaml candidates=3 ${SELECT_ARGS:-} -- task=sst2 ckpt_path=$EAT seed=$SEED \
-    data.dir=$GLUE
+  $PY -m eat.select out=$SEL/operating_point.yaml candidates=3 ${CONFIDENCE:+confidence=$CONFIDENCE} ${SELECT_ARGS:-} \
+    -- task=sst2 ckpt_path=$EAT seed=$SEED data.dir=$GLUE
 fi
 
 if [[ $STEPS == *bench* ]]; then
