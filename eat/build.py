@@ -134,6 +134,9 @@ def build_for_eval(rc: RunConfig, dm, eval_splits: Optional[List[str]] = None, c
     """What eval.py evaluates: the module with the checkpoint's weights (rc.ckpt_path), then prepare_for_eval."""
     module = build_module(rc, eval_splits=eval_splits, config_blocks=config_blocks)
     if rc.ckpt_path:
+        from eat.ckpt_config import guard_selection
+
         load_checkpoint_weights(module, rc.ckpt_path)
+        guard_selection(dm, rc.ckpt_path)  # eat.select reads the selection split: it must be the trained one's
     prepare_for_eval(rc, module, dm)
     return module.eval()

@@ -18,6 +18,7 @@ from eat.config import ConfigError
 
 KEY = "eat_config"
 BLOCKS = ("model", "task", "mechanism")
+SELECTION = "selection"  # the data.selection_* settings, stored beside the blocks (eat.data.glue.selection_record)
 # Model fields that decide the weights' shapes and meaning (dropout and the tokenizer path do not).
 MODEL_FIELDS = ("name", "pretrained", "arch", "vocab_size", "hidden_size", "num_layers", "num_heads",
                 "intermediate_size", "max_position_embeddings")
@@ -96,3 +97,12 @@ def apply_checkpoint_config(cfg: DictConfig, path: str) -> List[str]:
         for b in taken:  # typed blocks: merge the saved values onto the group's schema
             cfg[b] = OmegaConf.merge(OmegaConf.structured(OmegaConf.get_type(cfg[b])), saved[b])
     return taken
+
+
+def guard_selection(dm, path: Optional[str]) -> None:
+    """Make the datamodule `dm` check, whenever it reads training or selection rows, that its selection split is the
+    one the checkpoint at `path` was trained with (eat.data.glue.check_selection). Checkpoints without the record
+    (older ones, weights-only files) are not checked."""
+    saved = (read_blocks(path) or {}).get(SELECTION) if path else None
+    if saved:
+        dm.expect_selection(saved, path)

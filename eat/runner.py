@@ -85,10 +85,13 @@ def run(cfg: DictConfig) -> List[Dict]:
 
     tokenizer = load_tokenizer(rc.model)
     dm = GLUEDataModule(rc.task, rc.data, tokenizer, rc.seed)
-    from eat.ckpt_config import BLOCKS
+    from eat.ckpt_config import BLOCKS, SELECTION, guard_selection
+    from eat.data.glue import selection_record
 
+    guard_selection(dm, rc.init_ckpt or rc.ckpt_path)  # stage 2 and resumed runs train on their init's split
     # From here on the run is `rc`; `plain` is only its record (config hash, the blocks a checkpoint carries).
-    module = build_module(rc, tokenizer, dm.eval_split_names, config_blocks={b: plain[b] for b in BLOCKS})
+    blocks = {**{b: plain[b] for b in BLOCKS}, SELECTION: selection_record(rc.data)}
+    module = build_module(rc, tokenizer, dm.eval_split_names, config_blocks=blocks)
     if rc.init_ckpt:
         load_checkpoint_weights(module, rc.init_ckpt, fresh_mechanisms=True)
     loggers = [instantiate(node) for node in rc.logger.values()]

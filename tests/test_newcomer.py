@@ -159,6 +159,23 @@ def test_eval_takes_model_and_mechanism_from_the_checkpoint(exit_ckpt, tmp_path)
     assert "does not match" in (tmp_path / "c" / "hydra" / "eval.log").read_text()
 
 
+def test_a_checkpoint_refuses_a_selection_split_it_was_not_trained_with(exit_ckpt, tmp_path):
+    ckpt = torch.load(exit_ckpt, map_location="cpu", weights_only=False)
+    assert ckpt["eat_config"]["selection"] == {"selection_examples": 2000, "selection_seed": 20251014,
+                                               "selection_unit": "row"}
+    base = [*TINY, f"data.dir={GLUE_DIR}", f"ckpt_path={exit_ckpt}", "eval_batch_sizes=[8]",
+            f"output_dir={tmp_path / 'run'}", f"results_csv={tmp_path / 'results.csv'}"]
+    # Choosing a point on another split's selection rows would score it on rows the model trained on: refused
+    # before any result, with the key, both values and the fix.
+    with pytest.raises(ConfigError, match=r"data.selection_unit='sentence' does not match the checkpoint .*"
+                                          r"trained with data.selection_unit='row'.*add data.selection_unit=row"):
+        in_process([*base, "data.selection_unit=sentence", "task.eval_splits=[selection]"], "eval")
+    assert not (tmp_path / "results.csv").exists()
+    # Dev is no part of the selection split: evaluating it is not checked.
+    rows = in_process([*base, "data.selection_examples=100"], "eval")
+    assert len(rows) == 1 and rows[0]["split"] == "validation"
+
+
 def test_old_checkpoints_without_configs_still_evaluate(exit_ckpt, tmp_path):
     ckpt = torch.load(exit_ckpt, map_location="cpu", weights_only=False)
     del ckpt["eat_config"]

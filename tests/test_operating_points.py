@@ -62,6 +62,43 @@ def test_selection_off_and_too_large():
         big.read("train")
 
 
+def test_sentence_selection_holds_out_whole_sentences_and_every_phrase_of_them():
+    from eat.data.glue import split_selection, whole_sentences
+    from eat.data.sources import DataError
+
+    texts = ["a b c d", "a b", "b c", "c d", "x y", "b", "a b c d", "q", "x y z", "b c"]
+    assert whole_sentences(texts) == [0, 7, 8]  # "a b c d" (its first row), "q", "x y z": no one's phrase
+    cols = {"text_a": texts, "label": [i % 2 for i in range(len(texts))], "idx": list(range(len(texts)))}
+    picks = {tuple(split_selection(cols, 1, seed, "t", unit="sentence")["selection"]["idx"]) for seed in range(20)}
+    assert picks == {(0,), (7,), (8,)}  # a phrase is never drawn, a duplicate sentence only once
+    seed = next(s for s in range(20) if split_selection(cols, 1, s, "t", unit="sentence")["selection"]["idx"] == [0])
+    out = split_selection(cols, 1, seed, "t", unit="sentence")
+    assert out["train"]["idx"] == [4, 7, 8]  # "a b c d" twice, "a b", "b c" twice, "c d", "b": all its phrases
+    by_row = split_selection(cols, 1, seed, "t")  # unit=row: only the row (and its duplicates) leaves
+    held = texts[by_row["selection"]["idx"][0]]
+    assert by_row["train"]["idx"] == [i for i, t in enumerate(texts) if t != held]
+    with pytest.raises(DataError, match=r"selection_examples=3 .* only 3 whole sentences"):
+        split_selection(cols, 3, 0, "t", unit="sentence")
+    pairs = {**cols, "text_b": texts}
+    with pytest.raises(DataError, match=r"selection_unit=sentence is not valid for t: .* use data.selection_unit=row"):
+        split_selection(pairs, 1, 0, "t", unit="sentence")
+
+
+@needs_glue
+def test_sst2_sentence_selection_looks_like_dev_and_shares_no_phrase_with_training():
+    dm = datamodule(["task=sst2", "data.selection_unit=sentence"])
+    train, sel, dev = dm.read("train"), dm.read("selection"), dm.read("validation")
+    assert len(sel["idx"]) == 2000 and not set(train["idx"]) & set(sel["idx"])
+    held = {tuple(w[a:b]) for t in sel["text_a"] for w in [t.split()] for a in range(len(w))
+            for b in range(a + 1, len(w) + 1)}
+    assert not any(tuple(t.split()) in held for t in train["text_a"])  # no phrase of a selection sentence
+    assert 46000 < len(train["idx"]) < 47000  # 2,000 sentences and their ~19,000 phrases left training
+    words = lambda cols: sum(len(t.split()) for t in cols["text_a"]) / len(cols["text_a"])  # noqa: E731
+    rows = datamodule(["task=sst2"]).read("selection")
+    assert abs(words(sel) - words(dev)) < 1.5 < words(dev) - words(rows)  # sentences like dev's, not phrases
+    assert not set(sel["text_a"]) & set(dev["text_a"])
+
+
 def _point(label, correct, flops):
     return {"label": label, "idx": list(range(len(correct))), "correct": correct,
             "score": sum(correct) / len(correct), "flops_reduction": flops}

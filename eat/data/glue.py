@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from eat.config import DataConfig, TaskConfig
+from eat.config import ConfigError, DataConfig, TaskConfig
 from eat.data.sources import Columns, DataError, check_sources, load_split, slice_columns  # noqa: F401
 from eat.data.tasks import TASKS, TaskSpec
 
@@ -16,26 +16,78 @@ from eat.data.tasks import TASKS, TaskSpec
 SELECTION = "selection"  # the held-out split that operating points are chosen on (DataConfig.selection_examples)
 
 
-def split_selection(train: Columns, n: int, seed: int, where: str) -> Dict[str, Columns]:
-    """Carve `n` rows out of the training columns: {"train": the rest, "selection": the n rows}.
+SELECTION_FIELDS = ("selection_examples", "selection_seed", "selection_unit")  # what decides the selection split
 
-    The rows are drawn with their own seed, so the split depends only on the training file, `n` and `seed`.
+
+def selection_record(data: DataConfig) -> Dict[str, object]:
+    """The settings that decide the selection split: a checkpoint stores them (eat.runner), so a later run that
+    reads training or selection rows can check it carves the same split (check_selection)."""
+    return {f: getattr(data, f) for f in SELECTION_FIELDS}
+
+
+def check_selection(data: DataConfig, saved: Dict[str, object], path: str) -> None:
+    here = selection_record(data)
+    for f in SELECTION_FIELDS:
+        if f in saved and saved[f] != here[f]:
+            raise ConfigError(f"data.{f}={here[f]!r} does not match the checkpoint {path}, trained with data.{f}="
+                              f"{saved[f]!r}: this run's selection split would hold rows that model trained on (or "
+                              f"train on its selection rows); add data.{f}={saved[f]}")
+
+
+def _words(text: str) -> tuple:
+    return tuple(text.split())
+
+
+def _spans(words: tuple):
+    """Every contiguous word span of a text, the whole text included."""
+    n = len(words)
+    return (words[a:b] for a in range(n) for b in range(a + 1, n + 1))
+
+
+def whole_sentences(texts: List[str]) -> List[int]:
+    """Rows whose text is no other row's phrase (not a contiguous word span of a longer row): in SST-2's training
+    file, whose rows are the sentences of the treebank's train part and the phrases of their parse trees, these
+    are the whole sentences. One row per distinct text (its first), in file order."""
+    first: Dict[tuple, int] = {}
+    for i, t in enumerate(texts):
+        first.setdefault(_words(t), i)
+    inner = {sp for w in first for sp in _spans(w) if len(sp) < len(w) and sp in first}
+    return sorted(i for w, i in first.items() if w not in inner)
+
+
+def split_selection(train: Columns, n: int, seed: int, where: str, unit: str = "row") -> Dict[str, Columns]:
+    """Carve `n` examples out of the training columns: {"train": the rest, "selection": the n rows}.
+
+    unit="row": any `n` rows. unit="sentence": `n` whole sentences (whole_sentences), and every training row that
+    is a phrase of one of them leaves training too, so the model has seen no part of a selection sentence.
+    The rows are drawn with their own seed, so the split depends only on the training file, `n`, `seed` and `unit`.
     Both parts keep file order and the file's row numbers in `idx`, so disjointness can be checked by idx.
     """
     total = len(train["label"])
     if n == 0:
         return {"train": train, SELECTION: {k: [] for k in train}}
-    if n >= total:
+    if unit == "sentence" and "text_b" in train:
+        raise DataError(f"data.selection_unit=sentence is not valid for {where}: it holds out whole sentences of a "
+                        f"single-sentence task whose training file also holds their phrases (SST-2); a sentence-pair "
+                        f"row is already a whole example: use data.selection_unit=row")
+    pool = whole_sentences(train["text_a"]) if unit == "sentence" else list(range(total))
+    if n >= len(pool):
+        what = "whole sentences" if unit == "sentence" else "rows"
         raise DataError(f"data.selection_examples={n} is not valid for {where}: the training data has only "
-                        f"{total} rows (use a smaller value, or 0 to turn the selection split off)")
-    rows = list(range(total))
+                        f"{len(pool)} {what} (use a smaller value, or 0 to turn the selection split off)")
+    rows = list(pool)
     random.Random(seed).shuffle(rows)
     chosen = set(rows[:n])
     # Training files repeat some texts (SST-2 has 366 duplicate lines): a training row whose text is also a
-    # selection row's is dropped too, so the model has never seen any selection text.
-    texts = list(zip(*(train[k] for k in ("text_a", "text_b") if k in train)))
-    held = {texts[i] for i in chosen}
-    train_rows = [i for i in range(total) if i not in chosen and texts[i] not in held]
+    # selection row's is dropped too, so the model has never seen any selection text; with unit=sentence, so is
+    # a row whose text is a phrase of a selection sentence.
+    if unit == "sentence":
+        held = {sp for i in chosen for sp in _spans(_words(train["text_a"][i]))}
+        keys = [_words(t) for t in train["text_a"]]
+    else:
+        keys = list(zip(*(train[k] for k in ("text_a", "text_b") if k in train)))
+        held = {keys[i] for i in chosen}
+    train_rows = [i for i in range(total) if i not in chosen and keys[i] not in held]
     take = lambda idx: {k: [v[i] for i in idx] for k, v in train.items()}  # noqa: E731
     return {"train": take(train_rows), SELECTION: take(sorted(chosen))}
 
@@ -109,6 +161,9 @@ class GLUEDataModule(pl.LightningDataModule):
         self.eval_split_names: List[str] = list(task.eval_splits or self.spec.eval_splits)
         self.eval_batch_size = data.batch_size  # the runner sets this per evaluation batch size
         self.splits: Dict[str, TokenizedSplit] = {}
+        self._split: Optional[Dict[str, Columns]] = None
+        # (the selection settings a checkpoint was trained with, its path): set by expect_selection
+        self.trained_selection: Optional[tuple] = None
 
     # -- reading
     def _source(self) -> tuple:
@@ -125,10 +180,25 @@ class GLUEDataModule(pl.LightningDataModule):
             cols = slice_columns(cols, self.cfg.split_slices[split])
         return cols
 
+    def expect_selection(self, saved: Dict[str, object], path: str) -> None:
+        """Refuse (ConfigError) to read training or selection rows unless this module's selection split is the one
+        the checkpoint at `path` was trained with (`saved`: its selection_record); checked now if they were read."""
+        self.trained_selection = (saved, path)
+        if self._split is not None:
+            check_selection(self.cfg, saved, path)
+
+    def _selection_split(self) -> Dict[str, Columns]:
+        if self.trained_selection is not None:
+            check_selection(self.cfg, *self.trained_selection)
+        if self._split is None:  # train and selection come from one split (unit=sentence takes seconds)
+            self._split = split_selection(self._read_raw("train"), self.cfg.selection_examples,
+                                          self.cfg.selection_seed, where=f"task {self.spec.name}",
+                                          unit=self.cfg.selection_unit)
+        return self._split
+
     def read(self, split: str) -> Columns:
         if split in ("train", SELECTION):
-            cols = split_selection(self._read_raw("train"), self.cfg.selection_examples, self.cfg.selection_seed,
-                                   where=f"task {self.spec.name}")[split]
+            cols = self._selection_split()[split]
         else:
             cols = self._read_raw(split)
         limit = self.cfg.max_train_samples if split == "train" else self.cfg.max_eval_samples
