@@ -108,6 +108,8 @@ report: install
 	  --out experiments/report/sst2_headline/headline.md --targets 1=1.8,32=1.6 --target-labels eat > /dev/null
 	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes.csv \
 	  --out experiments/report/sst2_runtimes/headline.md > /dev/null
+	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8.csv \
+	  --out experiments/report/sst2_runtimes_confidence0.8/headline.md > /dev/null
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
 SEED ?= 42

@@ -4,6 +4,8 @@
 # (data.selection_examples, the default). Both runs stop after STEPS optimiser steps (default 1,000 of the
 # epoch's 2,042 batches of 32: the 2-core CPU budget of one session for three seeds; STEPS=-1 trains the epoch). Each step is skipped when its checkpoint exists, so a rerun after a
 # kill redoes only what is missing.
+# SPLIT=sentence: the selection split is 2,000 whole training sentences with every phrase of them left out of training
+# (data.selection_unit=sentence); checkpoints go to outputs/sst2_sentence/, rows to sst2_sentence_train.csv.
 # Usage: bash experiments/sst2_train.sh SEED [HYDRA OVERRIDES...]   e.g. threads=1 to run seeds side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +17,15 @@ STEPS=${STEPS:-1000}
 LIMIT="trainer.max_steps=$STEPS"; [ "$STEPS" -gt 0 ] && LIMIT="$LIMIT trainer.val_check_interval=$STEPS"
 PY=.venv/bin/python
 RES=experiments/results/sst2_train.csv
-STATIC=outputs/sst2/static_seed$SEED
-EAT=outputs/sst2/eat_seed$SEED
+D=outputs/sst2
+case ${SPLIT:-row} in
+  row) ;;
+  sentence) RES=experiments/results/sst2_sentence_train.csv; D=outputs/sst2_sentence
+            set -- "$@" data.selection_unit=sentence ;;
+  *) echo "SPLIT=$SPLIT: allowed values are row, sentence" >&2; exit 2 ;;
+esac
+STATIC=$D/static_seed$SEED
+EAT=$D/eat_seed$SEED
 
 # 1. static fine-tune: 65,323 training sentences, STEPS steps, lr 5e-5 (linear warm-up 10%, decay to 0), batch 32;
 #    evaluated on dev at bs=32
