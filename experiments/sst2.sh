@@ -17,13 +17,19 @@ GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
 PY=.venv/bin/python
 EAT=outputs/sst2/eat_seed$SEED/checkpoints/best.ckpt
 SEL=experiments/results/sst2_select/seed$SEED${CONFIDENCE:+_confidence$CONFIDENCE}
+SPLIT_ARGS=""
+if [ "${SPLIT:-row}" = sentence ]; then  # SPLIT=sentence: the sentence-level selection split (sst2_train.sh)
+  EAT=outputs/sst2_sentence/eat_seed$SEED/checkpoints/best.ckpt
+  SEL=experiments/results/sst2_select/sentence_seed$SEED${CONFIDENCE:+_confidence$CONFIDENCE}
+  SPLIT_ARGS=data.selection_unit=sentence
+fi
 
 [[ $STEPS == *train* ]] && bash experiments/sst2_train.sh "$SEED" "$@"
 
 if [[ $STEPS == *select* ]]; then
   # SELECT_ARGS: more eat.select settings, e.g. threads=1 when seeds are selected side by side
   $PY -m eat.select out=$SEL/operating_point.yaml candidates=3 ${CONFIDENCE:+confidence=$CONFIDENCE} ${SELECT_ARGS:-} \
-    -- task=sst2 ckpt_path=$EAT seed=$SEED data.dir=$GLUE
+    -- task=sst2 ckpt_path=$EAT seed=$SEED data.dir=$GLUE $SPLIT_ARGS
 fi
 
 if [[ $STEPS == *bench* ]]; then
