@@ -26,7 +26,7 @@ import math
 import os
 import tempfile
 import warnings
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -66,10 +66,11 @@ def session_options(threads: Optional[int] = None):
     return so
 
 
-def ort_session(path: str, int8: bool, per_channel: bool = True, keep=()):
+def ort_session(path: str, int8: bool, per_channel: bool = True, keep=(), only_under: str = ""):
     """An ORT CPU session of the ONNX file at `path`; `int8`: ORT dynamic quantization first (QInt8 weights,
     one scale per output channel unless not `per_channel`; activations quantized per call), written next to it.
-    The MatMuls of the Linears named in `keep` (runtime.fp32_linears) stay fp32."""
+    The MatMuls of the Linears named in `keep` (runtime.fp32_linears), and with `only_under` those outside that
+    module path (e.g. "/layer/": the heads fused into a layer graph), stay fp32."""
     import onnxruntime as ort
 
     if int8:
@@ -77,8 +78,9 @@ def ort_session(path: str, int8: bool, per_channel: bool = True, keep=()):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # torch.onnx names a Linear's MatMul by its module path: /layer/ffn_out/MatMul
-        exclude = [n.name for n in onnx.load(path).graph.node
-                   if n.op_type in ("MatMul", "Gemm") and any(f"/{part}/" in n.name for part in keep)]
+        exclude = [n.name for n in onnx.load(path).graph.node if n.op_type in ("MatMul", "Gemm") and
+                   (any(f"/{part}/" in n.name for part in keep) or not n.name.startswith(only_under))]
+        exclude += [f"{n}_MatMul" for n in exclude if n.endswith("Gemm")]  # the quantizer splits a Gemm first
         q_path = path.replace(".onnx", ".int8.onnx")
         quantize_dynamic(path, q_path, weight_type=QuantType.QInt8, per_channel=per_channel,
                          nodes_to_exclude=exclude)
@@ -87,15 +89,18 @@ def ort_session(path: str, int8: bool, per_channel: bool = True, keep=()):
 
 
 class _LayerGraph(nn.Module):
-    """What one ORT layer session computes: the layer body with its attention as a masked dense softmax.
-    received=True also returns the attention each key received, summed over heads and real queries
-    (the same quantity as eat.mechanisms.attention, for pruning with criterion=attention)."""
+    """What one ORT layer session computes: the layer body with its attention as a masked dense softmax, then
+    the mechanisms' readouts of its output (`Mechanism.readout`: early exit's pooled head), so the decision
+    after the layer needs no torch work on the hidden states. received=True also returns the attention each
+    key received, summed over heads and real queries (the same quantity as eat.mechanisms.attention, for
+    pruning with criterion=attention)."""
 
-    def __init__(self, layer: Layer, received: bool):
+    def __init__(self, layer: Layer, received: bool, readouts: Dict[str, nn.Module]):
         super().__init__()
         self.layer, self.received = layer, received
+        self.readouts = nn.ModuleDict(readouts)
 
-    def forward(self, x: Tensor, bias: Tensor, query_mask: Optional[Tensor] = None):
+    def forward(self, x: Tensor, bias: Tensor, query_mask: Tensor):
         def attend(q, k, v, need, p):
             if not self.received:
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=bias), None, 0.0
@@ -103,65 +108,98 @@ class _LayerGraph(nn.Module):
             return probs @ v, (probs * query_mask[:, None, :, None]).sum((1, 2)), 0.0
 
         h, rec, _ = self.layer(x, attend, self.received)
-        return (h, rec) if self.received else h
+        return (h, *([rec] if self.received else []), *(r(h, query_mask) for r in self.readouts.values()))
 
 
-def export_layer(layer: Layer, path: str, received: bool, opset: int) -> None:
-    """Export one layer body with dynamic batch (b), length (l) and mask rows (q: 1 for a key mask, l for
-    an L x L mask such as the local window)."""
-    D = layer.attn_norm.normalized_shape[0]
-    x, bias = torch.randn(2, 5, D), torch.zeros(2, 1, 5, 5)
-    args, names = (x, bias), ["hidden", "bias"]
-    axes = {"hidden": {0: "b", 1: "l"}, "bias": {0: "b", 2: "q", 3: "l"}, "out": {0: "b", 1: "l"}}
-    outputs = ["out"]
-    if received:
-        args, names = (x, bias, torch.ones(2, 5)), names + ["query_mask"]
-        axes.update(query_mask={0: "b", 1: "l"}, received={0: "b", 1: "l"})
-        outputs.append("received")
-    graph = _LayerGraph(layer, received).eval()
+def export_layer(graph: _LayerGraph, path: str, opset: int) -> List[str]:
+    """Export one layer graph with dynamic batch (b), length (l) and mask rows (q: 1 for a key mask, l for an
+    L x L mask such as the local window); returns the names of its outputs."""
+    D = graph.layer.attn_norm.normalized_shape[0]
+    args = (torch.randn(2, 5, D), torch.zeros(2, 1, 5, 5), torch.ones(2, 5))
+    names = ["hidden", "bias", "query_mask"]
+    outputs = ["out", *(["received"] if graph.received else []), *(f"readout_{n}" for n in graph.readouts)]
+    axes = {"hidden": {0: "b", 1: "l"}, "bias": {0: "b", 2: "q", 3: "l"}, "query_mask": {0: "b", 1: "l"},
+            "out": {0: "b", 1: "l"}, "received": {0: "b", 1: "l"}, **{o: {0: "b"} for o in outputs[1:]}}
     with torch.no_grad():
-        torch.onnx.export(graph, args, path, input_names=names, output_names=outputs, dynamic_axes=axes,
+        torch.onnx.export(graph.eval(), args, path, input_names=names, output_names=outputs,
+                          dynamic_axes={k: v for k, v in axes.items() if k in names + outputs},
                           opset_version=opset, dynamo=False)
+    return outputs
 
 
 class OrtLayer(nn.Module):
-    """Drop-in for `Layer` in the encoder's loop: the same call and results, the body run by ONNX Runtime.
-    Sessions for the received-attention variant exist only where a mechanism asks for it."""
+    """Drop-in for `Layer` in the encoder's loop: the same call and results, the body run by ONNX Runtime, plus
+    the readouts of `readouts` ({plugin name: module}) as a fourth result. Sessions for the received-attention
+    variant exist only where a mechanism asks for it."""
 
-    def __init__(self, layer: Layer, folder: str, name: str, int8: bool, with_received: bool, cfg: RuntimeConfig):
+    def __init__(self, layer: Layer, folder: str, name: str, int8: bool, with_received: bool, cfg: RuntimeConfig,
+                 readouts: Optional[Dict[str, nn.Module]] = None):
         super().__init__()
         self.H, self.D = layer.H, layer.q.in_features
         if int8 and cfg.activation == "token":  # ORT quantizes the normalized MatMuls (TokenNormLinear)
             layer = swap_linears(copy.deepcopy(layer), lambda lin: TokenNormLinear(lin, cfg.per_channel),
                                  cfg.fp32_linears)
-        path = os.path.join(folder, f"{name}.onnx")
-        export_layer(layer, path, False, cfg.opset)
-        self.plain = ort_session(path, int8, cfg.per_channel, cfg.fp32_linears)
-        self.with_received = None
-        if with_received:
-            path = os.path.join(folder, f"{name}_received.onnx")
-            export_layer(layer, path, True, cfg.opset)
-            self.with_received = ort_session(path, int8, cfg.per_channel, cfg.fp32_linears)
+        self.readout_names = list(readouts or {})
+        self.sessions = {}
+        for received in (False, True) if with_received else (False,):
+            path = os.path.join(folder, f"{name}{'_received' if received else ''}.onnx")
+            outputs = export_layer(_LayerGraph(layer, received, dict(readouts or {})), path, cfg.opset)
+            # only the layer body is quantized: the readouts (heads) stay fp32, as the final head does
+            sess = ort_session(path, int8, cfg.per_channel, cfg.fp32_linears, only_under="/layer/")
+            # the exporter drops an input the graph never reads (query_mask, with no readout and no received)
+            self.sessions[received] = (sess, outputs, {i.name for i in sess.get_inputs()})
 
     def forward(self, x: Tensor, attend, need_received: bool):
         if not isinstance(attend, MaskedAttention):
             # RunConfig refuses the only unmasked attention function (the blocked local kernel) at start-up
             raise RuntimeError("an ORT layer needs the attention as a mask (MaskedAttention); got "
                                f"{type(attend).__name__}")
+        if need_received and True not in self.sessions:
+            raise RuntimeError("received attention was asked for at a layer exported without it")
         B, L, _ = x.shape
-        bias = additive_mask(attend.allowed(), torch.float32).contiguous()
-        feed = {"hidden": x.detach().float().contiguous().numpy(), "bias": bias.numpy()}
-        received = None
-        if need_received:
-            if self.with_received is None:
-                raise RuntimeError("received attention was asked for at a layer exported without it")
+        session, names, inputs = self.sessions[need_received]
+        bias = additive_mask(attend.allowed(), torch.float32)
+        feed = {"hidden": x.detach().float().contiguous().numpy(), "bias": bias.contiguous().numpy()}
+        if "query_mask" in inputs:
             feed["query_mask"] = attend.query_mask.float().contiguous().numpy()
-            h, rec = self.with_received.run(None, feed)
-            received = torch.from_numpy(rec)
-        else:
-            (h,) = self.plain.run(None, feed)
+        res = dict(zip(names, (torch.from_numpy(a) for a in session.run(None, feed))))
+        readouts = {n: res[f"readout_{n}"] for n in self.readout_names}
         # attention FLOPs as the eager kernels count them (dense and masked-local are both L x L)
-        return torch.from_numpy(h), received, 4.0 * self.H * L * L * (self.D // self.H)
+        return res["out"], res.get("received"), 4.0 * self.H * L * L * (self.D // self.H), readouts
+
+
+class OrtEmbeddings(nn.Module):
+    """Drop-in for the encoder's `Embeddings` (word + position + token type, LayerNorm) as one fp32 ORT session:
+    at bs=1 the seven small torch ops cost more than the session (embeddings are gathers, not quantized)."""
+
+    def __init__(self, embed: nn.Module, folder: str):
+        super().__init__()
+        self.types = embed.token_type is not None
+        path = os.path.join(folder, "embeddings.onnx")
+        ids = torch.ones(2, 5, dtype=torch.long)
+        names = ["input_ids", *(["token_type_ids"] if self.types else [])]
+        with torch.no_grad():
+            torch.onnx.export(_Embed(embed.eval(), self.types), (ids, ids.clone()) if self.types else (ids,), path,
+                              input_names=names, output_names=["hidden"],
+                              dynamic_axes={n: {0: "b", 1: "l"} for n in [*names, "hidden"]},
+                              opset_version=17, dynamo=False)
+        self.session = ort_session(path, False)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor]) -> Tensor:
+        feed = {"input_ids": input_ids.contiguous().numpy()}
+        if self.types:
+            tt = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+            feed["token_type_ids"] = tt.contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+class _Embed(nn.Module):
+    def __init__(self, embed: nn.Module, types: bool):
+        super().__init__()
+        self.embed, self.types = embed, types
+
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None) -> Tensor:
+        return self.embed(input_ids, token_type_ids if self.types else None)
 
 
 # ----------------------------------------------------------------------------- INT8 with per-token scales
@@ -290,6 +328,8 @@ def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> Encoder:
         layers: List[nn.Module] = []
         for i, layer in enumerate(encoder.layers):
             need = any(m.wants_received_attention(i) for m in mechanisms)
-            layers.append(OrtLayer(layer, folder, f"layer{i}", cfg.name == "ort_int8", need, cfg))
+            readouts = {n: r for n, m in encoder.mechanisms.items() if (r := m.readout(i)) is not None}
+            layers.append(OrtLayer(layer, folder, f"layer{i}", cfg.name == "ort_int8", need, cfg, readouts))
+        encoder.embed = OrtEmbeddings(encoder.embed, folder)
     encoder.layers = nn.ModuleList(layers)
     return encoder

@@ -120,6 +120,18 @@ def pool(hidden: Tensor, mask: Tensor, how: str) -> Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
 
 
+class ExitReadout(nn.Module):
+    """One exit head on a layer's output: pooling, then the head (B, L, D), (B, L) -> (B, C) logits before the
+    temperature. `EarlyExit.readout` hands it to fused runtimes, which run it inside the layer's graph."""
+
+    def __init__(self, head: nn.Module, pooling: str):
+        super().__init__()
+        self.head, self.pooling = head, pooling
+
+    def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        return self.head(pool(hidden, mask, self.pooling))
+
+
 @register("exit", ExitConfig, order=20, spelling=30)
 class EarlyExit(Mechanism):
     def __init__(self, cfg: ExitConfig, num_layers: int, hidden: int, num_labels: int, dropout: float = 0.1,
@@ -166,9 +178,17 @@ class EarlyExit(Mechanism):
         w[-1] *= self.cfg.final_loss_weight
         return w
 
+    def readout(self, layer: int) -> Optional[nn.Module]:
+        if layer not in self.active:
+            return None
+        return ExitReadout(self.heads[str(layer)], self.cfg.pooling)
+
     def head_logits(self, layer: int, state: State) -> Tensor:
         k = self.layers.index(layer)
-        return self.heads[str(layer)](pool(state.hidden, state.mask, self.cfg.pooling)) / self.temperature[k]
+        z = state.readouts.get("exit")  # computed inside a fused layer's graph, for exactly these rows and tokens
+        if z is None:
+            z = self.heads[str(layer)](pool(state.hidden, state.mask, self.cfg.pooling))
+        return z / self.temperature[k]
 
     def sure(self, logits: Tensor, state: State) -> Tensor:
         """(B',) bool: which rows exit now."""

@@ -128,9 +128,16 @@ class Encoder(nn.Module):
                 MaskedAttention(lambda q, k, v, need, p: dense_attention(q, k, v, live, need, p),
                                 lambda: live[:, None, None, :], live)
             need = any(m.wants_received_attention(i) for m in mechanisms)
-            state.hidden, state.received, attn_flops = layer(state.hidden, attend, need)
-            out.tokens_kept[state.rows, i] = state.mask.sum(1)
-            out.flops[state.rows] += flops.layer_linear_flops(state.length, c.hidden_size, c.intermediate_size) + attn_flops
+            # a fused runtime's layer also returns the mechanisms' readouts it computed inside its graph
+            state.hidden, state.received, attn_flops, *fused = layer(state.hidden, attend, need)
+            state.readouts = fused[0] if fused else {}
+            layer_flops = flops.layer_linear_flops(state.length, c.hidden_size, c.intermediate_size) + attn_flops
+            if state.batch == B:  # no row has left, rows are 0..B-1: plain slices (indexed writes cost ~10 us each)
+                out.tokens_kept[:, i] = state.mask.sum(1)
+                out.flops += layer_flops
+            else:
+                out.tokens_kept[state.rows, i] = state.mask.sum(1)
+                out.flops[state.rows] += layer_flops
             for m in mechanisms:
                 state = m.after_layer(i, state)
                 if state.batch == 0:

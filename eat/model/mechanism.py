@@ -7,6 +7,9 @@ and after the layer has run:
   3. `after_layer(layer, state)`: returns the state to continue with (rows may leave, tokens may be
      dropped); `state.received` holds the attention each token received, when asked for.
 The static model is the same loop with no mechanism plugged in.
+Optional, for fused runtimes: `readout(layer)` offers the small computation `after_layer` makes on the layer's
+output (early exit's pooled head) as a module, so a runtime that runs the layer as one graph computes it inside
+that graph (eat/runtimes.py) and hands the result over in `state.readouts[name]`; eager runs never ask.
 
 A mechanism is a plug-in: one module in eat/mechanisms/ that defines its config dataclass (the block
 `mechanism.<name>`) and its `Mechanism` subclass, registered with `@register(...)`. It keeps its own per-row or
@@ -35,6 +38,12 @@ class Mechanism(nn.Module):
 
     def after_layer(self, layer: int, state: State) -> State:
         return state
+
+    def readout(self, layer: int) -> Optional[nn.Module]:
+        """A module (hidden (B, L, D), mask (B, L) float) -> (B, ...) that `after_layer(layer, ...)` computes from
+        the layer's output, or None. A fused runtime may run it inside the layer's graph; `after_layer` then finds
+        the result in `state.readouts[<plugin name>]` and must compute it itself when it is absent."""
+        return None
 
     def training_loss(self, out, labels):
         """The training loss if this mechanism defines one for the forward's Outputs `out` (early exit's joint

@@ -43,6 +43,10 @@ class State:
     # follow the tokens that stay (how many input tokens a merged token stands for). The loop never reads them.
     row_slots: Dict[str, Tensor] = field(default_factory=dict)
     token_slots: Dict[str, Tensor] = field(default_factory=dict)
+    # What a fused runtime computed inside the layer just run for a mechanism (`Mechanism.readout`), by plugin
+    # name. Only for the rows and tokens the layer ran: select_rows / select_tokens drop it, so a mechanism
+    # after a reducing one computes its readout itself.
+    readouts: Dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def batch(self) -> int:
@@ -54,7 +58,10 @@ class State:
 
     def spend(self, flops) -> None:
         """Add what a mechanism computed for the rows in flight ((B',) tensor or one number each) to their FLOPs."""
-        self.out.flops[self.rows] += flops
+        if self.batch == self.out.flops.shape[0]:  # every row still in flight, in order: no indexed write
+            self.out.flops += flops
+        else:
+            self.out.flops[self.rows] += flops
 
     def select_rows(self, keep: Tensor) -> "State":
         """Keep the rows where `keep` (B',) is True; the batch really gets smaller."""
