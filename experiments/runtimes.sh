@@ -49,7 +49,9 @@ TR=outputs/sst2/truncated_k; [ $TASK = sst2 ] || TR=outputs/${TASK}_truncated_k
 TRUNC=$(ls -d ${TR}*_seed$SEED 2>/dev/null | head -1 || true)
 if [ -n "$TRUNC" ]; then
   K=${TRUNC#$TR}; K=${K%_seed*}
-  CONFIGS+=(--config truncated_k$K mechanism=none peer=truncated model.keep_layers=$K ckpt_path=$TRUNC/checkpoints/best.ckpt)
+  CONFIGS+=(--config truncated_k$K mechanism=none peer=truncated model.keep_layers=$K ckpt_path=$TRUNC/checkpoints/best.ckpt
+    # and as a user would deploy the smaller model: exported whole to ONNX Runtime INT8, like peer ort_int8
+    --config truncated_k${K}_ort_int8 mechanism=none peer=ort_int8 model.keep_layers=$K ckpt_path=$TRUNC/checkpoints/best.ckpt)
 fi
 CONFIGS+=(--config eat_eager operating_point=$OP
   --config eat_int8 operating_point=$OP runtime=int8
