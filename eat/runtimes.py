@@ -172,7 +172,7 @@ class OrtEmbeddings(nn.Module):
     """Drop-in for the encoder's `Embeddings` (word + position + token type, LayerNorm) as one fp32 ORT session:
     at bs=1 the seven small torch ops cost more than the session (embeddings are gathers, not quantized)."""
 
-    def __init__(self, embed: nn.Module, folder: str):
+    def __init__(self, embed: nn.Module, folder: str, opset: int):
         super().__init__()
         self.types = embed.token_type is not None
         path = os.path.join(folder, "embeddings.onnx")
@@ -182,7 +182,7 @@ class OrtEmbeddings(nn.Module):
             torch.onnx.export(_Embed(embed.eval(), self.types), (ids, ids.clone()) if self.types else (ids,), path,
                               input_names=names, output_names=["hidden"],
                               dynamic_axes={n: {0: "b", 1: "l"} for n in [*names, "hidden"]},
-                              opset_version=17, dynamo=False)
+                              opset_version=opset, dynamo=False)
         self.session = ort_session(path, False)
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor]) -> Tensor:
@@ -330,6 +330,6 @@ def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> Encoder:
             need = any(m.wants_received_attention(i) for m in mechanisms)
             readouts = {n: r for n, m in encoder.mechanisms.items() if (r := m.readout(i)) is not None}
             layers.append(OrtLayer(layer, folder, f"layer{i}", cfg.name == "ort_int8", need, cfg, readouts))
-        encoder.embed = OrtEmbeddings(encoder.embed, folder)
+        encoder.embed = OrtEmbeddings(encoder.embed, folder, cfg.opset)
     encoder.layers = nn.ModuleList(layers)
     return encoder
