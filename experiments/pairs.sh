@@ -14,7 +14,8 @@
 #             default all): pair-aware pruning (segments=false), the window below 512 (min_length=0) with and
 #             without global [SEP]s, distillation (the other stage-2 model), and all of them (the old namesake)
 # Usage: bash experiments/pairs.sh mnli|qqp SEED [HYDRA OVERRIDES for every step...]
-#        (STEPS=train,heads,select,bench,ablation; OUT=outputs root; CONFIDENCE=C: select with eat.select
+#        (STEPS=train,heads,select,bench,ablation; STAGE2=distill: train only the distilled stage-2 model, which is
+#        all that select and bench use; OUT=outputs root; CONFIDENCE=C: select with eat.select
 #        confidence=C into pairs_seedSEED_confidenceC, and bench/ablation use that point)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ C=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes
 EPOCHS=trainer.max_epochs=${STAGE2_EPOCHS:-1}
 if [[ $STEPS == *train* ]]; then
   [ -f $STATIC ] || $PY train.py $EXP model=minilm_l6 mechanism=none "${C[@]}" hydra.run.dir=${STATIC%/checkpoints/*}
-  [ -f $E0 ] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC "${C[@]}" $EPOCHS \
+  [ -f $E0 ] || [[ ${STAGE2:-plain,distill} != *plain* ]] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC "${C[@]}" $EPOCHS \
     hydra.run.dir=${E0%/checkpoints/*}
   [ -f $E1 ] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC \
     mechanism.exit.distill=${DISTILL:-0.5} "${C[@]}" $EPOCHS hydra.run.dir=${E1%/checkpoints/*}
