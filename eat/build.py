@@ -99,7 +99,14 @@ def load_checkpoint_weights(module, path: str, fresh_mechanisms: bool = False) -
     if not os.path.isfile(path):
         raise ConfigError(f"ckpt_path={path!r}: file not found")
     state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a weight of another shape: e.g. exit heads trained with another pooling
+        shapes = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+        if not shapes:
+            raise
+        raise ConfigError(f"ckpt_path={path!r} holds weights of another shape than this config builds: {shapes[:3]} "
+                          f"(was it trained with the same model and mechanism, e.g. mechanism.exit.pooling?)") from None
     if fresh_mechanisms:
         missing = [k for k in missing if ".mechanisms." not in k]
     if missing:

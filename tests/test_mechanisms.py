@@ -325,3 +325,41 @@ def test_exit_criteria_fire(criterion, threshold):
     assert exited.any()
     assert (out.flops[exited] < out.static_flops[exited]).all()
     assert (out.flops[~exited] > out.static_flops[~exited]).all()  # rows that run to the end also paid the heads
+
+
+def test_pair_pooling_reads_each_segment_and_exits_per_example():
+    """pooling=pair: the heads read (u, v, |u - v|, u * v) of the two segments' means ([CLS] .. first [SEP], then
+    the rest); a single sentence has v = 0; rows still exit one by one, as they would alone."""
+    from eat.mechanisms.early_exit import pool
+    ex = ExitConfig(pooling="pair", criterion="patience", patience=1)
+    enc = encoder(MechanismConfig(name="exit", exit=ex))
+    heads = enc.mechanisms["exit"]
+    assert all(h[1].in_features == 4 * C.hidden_size for h in heads.heads.values())
+    assert heads.readout(0) is None  # fused runtimes have no segment input: the head runs in torch
+    for pair in (True, False):
+        ids, mask = batch(B=5, L=40, seed=2, pair=pair)
+        hidden = torch.randn(5, 40, C.hidden_size, generator=torch.Generator().manual_seed(1))
+        f = pool(hidden, mask.bool(), "pair", enc.protected_tokens(ids, mask.bool()))
+        for r, n in enumerate(mask.sum(1).tolist()):
+            split = n // 2 + 1 if pair else n
+            u = hidden[r, :split].mean(0)
+            v = hidden[r, split:n].mean(0) if pair else torch.zeros_like(u)
+            assert torch.allclose(f[r], torch.cat([u, v, (u - v).abs(), u * v]), atol=1e-6)
+    ids, mask = batch(B=8, L=30, seed=5)
+    with torch.no_grad():
+        out = enc(ids, mask)
+        assert out.exit_layer.min() < C.num_layers
+        for r in range(8):
+            n = int(mask[r].sum())
+            alone = enc(ids[r:r + 1, :n], mask[r:r + 1, :n])
+            assert alone.exit_layer.item() == out.exit_layer[r].item()
+            assert torch.allclose(alone.logits[0], out.logits[r], atol=1e-5)
+
+
+def test_heads_of_another_pooling_in_the_checkpoint_name_the_setting(tmp_path):
+    from eat.build import load_checkpoint_weights
+    from eat.config import ConfigError
+    path = str(tmp_path / "mean.ckpt")
+    torch.save({"state_dict": encoder(MechanismConfig(name="exit", exit=ExitConfig())).state_dict()}, path)
+    with pytest.raises(ConfigError, match=r"size mismatch.*mechanism\.exit\.pooling"):
+        load_checkpoint_weights(encoder(MechanismConfig(name="exit", exit=ExitConfig(pooling="pair"))), path)

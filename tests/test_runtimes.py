@@ -435,3 +435,19 @@ def test_truncated_script_names_an_unknown_task():
     r = subprocess.run(["bash", str(ROOT / "experiments" / "train_truncated.sh"), "0", "2"],
                        env={**os.environ, "TASK": "xnli"}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "TASK=xnli" in r.stderr and "sst2, mnli, qqp" in r.stderr
+
+
+def test_pair_pooled_exits_run_in_torch_beside_the_ort_layers():
+    """pooling=pair has no fused readout (the layer graph has no segments): ORT fp32 still gives eager's logits
+    and exits on sentence pairs."""
+    torch.manual_seed(0)
+    c = EncoderConfig(vocab_size=300, hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128)
+    mc = MechanismConfig(name="exit", exit=ExitConfig(pooling="pair", criterion="patience", patience=1))
+    enc = Encoder(c, build_mechanisms(mc, c)).eval()
+    ids, mask, lengths = _rows()
+    for r, n in enumerate(lengths.tolist()):
+        ids[r, n // 2], ids[r, n - 1] = c.sep_token_id, c.sep_token_id  # pairs: [CLS] a [SEP] b [SEP]
+    with torch.no_grad():
+        a, b = enc(ids, mask), _runtime(enc, "ort")(ids, mask)
+    assert a.exit_layer.unique().numel() > 1, "the check needs rows exiting at different layers"
+    assert torch.allclose(a.logits, b.logits, atol=1e-4, rtol=0) and torch.equal(a.exit_layer, b.exit_layer)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from eat.checks import ConfigError, check, choice
 from eat.model.config import EncoderConfig
 from eat.model.mechanism import Mechanism, register, scaled_layers
+from eat.model.tokens import second_segment
 from eat.model.state import State
 
 
@@ -72,7 +73,11 @@ class ExitConfig:
     criterion: str = "confidence"  # confidence (paper) | entropy (DeeBERT) | patience (PABEE)
     threshold: float = 0.9  # confidence: exit if max prob >= t; entropy: exit if normalised entropy <= t
     patience: int = 2  # patience: exit once this many consecutive heads agree
-    pooling: str = "mean"  # exit heads read the mean of real tokens (all-MiniLM was trained that way) or [CLS]
+    # What an exit head reads: mean = the mean of real tokens (all-MiniLM was trained that way), cls = [CLS],
+    # pair = for sentence pairs, the mean u of the first segment and v of the second, as (u, v, |u - v|, u * v):
+    # Sentence-BERT's pair classifier features (Reimers & Gurevych 2019), so a shallow linear head sees the
+    # comparison the inference is made from instead of one average of both sentences. 4x the head's inputs.
+    pooling: str = "mean"
     loss_weights: str = "uniform"  # uniform | layer (PABEE: weight proportional to layer index)
     final_loss_weight: float = 1.0  # extra factor for the final head: joint training taxes the last layer
     # Reference behaviour (mode=mask): only one exit head, and exit only if *every* row is confident.
@@ -94,7 +99,7 @@ class ExitConfig:
         check(0.0 <= self.distill <= 1.0, "mechanism.exit.distill", self.distill, "must be in [0, 1]")
         check(self.distill_temperature > 0, "mechanism.exit.distill_temperature", self.distill_temperature,
               "must be > 0")
-        choice("mechanism.exit.pooling", self.pooling, ("mean", "cls"))
+        choice("mechanism.exit.pooling", self.pooling, POOLINGS)
         choice("mechanism.exit.loss_weights", self.loss_weights, ("uniform", "layer"))
         if crit.threshold is not None:
             lo, hi, lo_inclusive = crit.threshold
@@ -112,12 +117,24 @@ class ExitConfig:
             check(all(i >= 1 for i in self.layers), "mechanism.exit.layers", self.layers, "layers are 1-based")
 
 
-def pool(hidden: Tensor, mask: Tensor, how: str) -> Tensor:
-    """(B, L, D) -> (B, D): [CLS] or the mean of real tokens."""
-    if how == "cls":
-        return hidden[:, 0]
+POOLINGS = ("mean", "cls", "pair")
+
+
+def _mean(hidden: Tensor, mask: Tensor) -> Tensor:
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def pool(hidden: Tensor, mask: Tensor, how: str, protected: Optional[Tensor] = None) -> Tensor:
+    """(B, L, D) -> (B, D): [CLS] or the mean of real tokens; pair: (B, 4D) from the two segments' means,
+    the segments told apart by `protected` ([CLS] and every [SEP]); a single sentence has v = 0."""
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "pair":
+        second = second_segment(protected) & mask
+        u, v = _mean(hidden, mask & ~second), _mean(hidden, second)
+        return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+    return _mean(hidden, mask)
 
 
 class ExitReadout(nn.Module):
@@ -157,7 +174,8 @@ class EarlyExit(Mechanism):
                 raise ConfigError(f"mechanism.exit.reference_layer={cfg.reference_layer} maps to layer {ref[0] + 1}, "
                                   f"which has no exit head (mechanism.exit.layers={cfg.layers})")
             self.active = ref
-        self.heads = nn.ModuleDict({str(i): nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_labels))
+        self.head_inputs = hidden * (4 if cfg.pooling == "pair" else 1)
+        self.heads = nn.ModuleDict({str(i): nn.Sequential(nn.Dropout(dropout), nn.Linear(self.head_inputs, num_labels))
                                     for i in layers})
         # Per-head temperature for calibrated confidences (eat/calibration.py fits it; 1 = uncalibrated).
         self.register_buffer("temperature", torch.ones(len(layers)))
@@ -179,15 +197,15 @@ class EarlyExit(Mechanism):
         return w
 
     def readout(self, layer: int) -> Optional[nn.Module]:
-        if layer not in self.active:
-            return None
+        if layer not in self.active or self.cfg.pooling == "pair":
+            return None  # a layer graph has no segment input: pair pooling runs in torch, after the layer
         return ExitReadout(self.heads[str(layer)], self.cfg.pooling)
 
     def head_logits(self, layer: int, state: State) -> Tensor:
         k = self.layers.index(layer)
         z = state.readouts.get("exit")  # computed inside a fused layer's graph, for exactly these rows and tokens
         if z is None:
-            z = self.heads[str(layer)](pool(state.hidden, state.mask, self.cfg.pooling))
+            z = self.heads[str(layer)](pool(state.hidden, state.mask, self.cfg.pooling, state.protected))
         return z / self.temperature[k]
 
     def sure(self, logits: Tensor, state: State) -> Tensor:
@@ -198,7 +216,7 @@ class EarlyExit(Mechanism):
         if layer not in self.active:
             return state
         logits = self.head_logits(layer, state)  # (B', C)
-        state.spend(2.0 * logits.shape[-1] * state.hidden.shape[-1])
+        state.spend(2.0 * logits.shape[-1] * self.head_inputs)
         if self.training or self.collect_all:
             state.out.head_logits.append(logits)
             return state
