@@ -205,7 +205,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ConfigError(f"confidence={sc.confidence}: the paired bound needs per-example correctness, but "
                               f"task={task} is scored by {TASKS[task].metrics[0]}; allowed: confidence=0")
         base = list(common)
-        static = evaluate_point("static", [*base, "mechanism=none"], sc.split, sc.batch_size)
+        # settings of a mechanism part (mechanism.exit.pooling=pair: the heads' shape) are for the grid's points;
+        # the static model has no parts to set
+        plain = [o for o in base if not o.lstrip("+~").startswith("mechanism.")]
+        static = evaluate_point("static", [*plain, "mechanism=none"], sc.split, sc.batch_size)
         ckpt = static["built"].rc.ckpt_path
         print(f"[eat] select: static {static['metric']}={100 * static['score']:.2f} on {static['n']} {sc.split} rows; "
               f"{len(grid)} points, budget {sc.budget} points"

@@ -4,7 +4,8 @@
 #             defaults) without and with self-distillation (mechanism.exit.distill=$DISTILL, default 0.5), each
 #             STAGE2_EPOCHS (default 1) epochs: only the heads train, and one epoch of MNLI's 8,832 pairs costs
 #             ~12 minutes of this 2-core CPU
-#   heads:    per-layer exit-head tables of both stage-2 models (experiments/exit_heads.py)
+#   heads:    per-layer exit-head tables of the stage-2 models there are (experiments/exit_heads.py; with HEADS, the
+#             mean-pooled distilled model beside it; HEADS_MECHANISM=exit: the heads without pruning)
 #   select:   the operating point of the distilled model, chosen on the protocol's selection split (grid=pairs)
 #   bench:    static, HF static and EAT at that point, declared harness: bs=32 on the full evaluation split
 #             (or its first N32), bs=1 on its first N1 (default 2,000) examples (BENCH_HF=0: without HF; the
@@ -15,7 +16,9 @@
 #             without global [SEP]s, distillation (the other stage-2 model), and all of them (the old namesake)
 # Usage: bash experiments/pairs.sh mnli|qqp SEED [HYDRA OVERRIDES for every step...]
 #        (STEPS=train,heads,select,bench,ablation; STAGE2=distill: train only the distilled stage-2 model, which is
-#        all that select and bench use; OUT=outputs root; CONFIDENCE=C: select with eat.select
+#        all that select and bench use; HEADS=pair: the distilled model's exit heads read the two segments
+#        (mechanism.exit.pooling=pair), in <task>_eat_distill_pair_seedSEED, its point in pairs_seedSEED_pair;
+#        OUT=outputs root; CONFIDENCE=C: select with eat.select
 #        confidence=C into pairs_seedSEED_confidenceC, and bench/ablation use that point)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,27 +34,31 @@ R=${RESULTS:-experiments/results}  # where the CSVs go; summaries (markdown) go 
 S=${SUMMARIES:-experiments}
 STATIC=$O/${T}_static_seed$SEED/checkpoints/best.ckpt
 E0=$O/${T}_eat_seed$SEED/checkpoints/best.ckpt
-E1=$O/${T}_eat_distill_seed$SEED/checkpoints/best.ckpt
-OP=$R/${T}_offline_select/pairs_seed$SEED${CONFIDENCE:+_confidence$CONFIDENCE}/operating_point.yaml
+E1=$O/${T}_eat_distill${HEADS:+_$HEADS}_seed$SEED/checkpoints/best.ckpt
+E1_MEAN=$O/${T}_eat_distill_seed$SEED/checkpoints/best.ckpt
+H=(); [ -n "${HEADS:-}" ] && H=(mechanism.exit.pooling=$HEADS)
+OP=$R/${T}_offline_select/pairs_seed$SEED${HEADS:+_$HEADS}${CONFIDENCE:+_confidence$CONFIDENCE}/operating_point.yaml
 EXP=experiment=${T}_offline
 C=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$R/${T}_offline.csv "$@")
 
 EPOCHS=trainer.max_epochs=${STAGE2_EPOCHS:-1}
 if [[ $STEPS == *train* ]]; then
   [ -f $STATIC ] || $PY train.py $EXP model=minilm_l6 mechanism=none "${C[@]}" hydra.run.dir=${STATIC%/checkpoints/*}
-  [ -f $E0 ] || [[ ${STAGE2:-plain,distill} != *plain* ]] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC "${C[@]}" $EPOCHS \
-    hydra.run.dir=${E0%/checkpoints/*}
+  [ -f $E0 ] || [[ ${STAGE2:-plain,distill} != *plain* ]] || \
+    $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC "${C[@]}" $EPOCHS hydra.run.dir=${E0%/checkpoints/*}
   [ -f $E1 ] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC \
-    mechanism.exit.distill=${DISTILL:-0.5} "${C[@]}" $EPOCHS hydra.run.dir=${E1%/checkpoints/*}
+    mechanism.exit.distill=${DISTILL:-0.5} "${H[@]}" "${C[@]}" $EPOCHS hydra.run.dir=${E1%/checkpoints/*}
 fi
 if [[ $STEPS == *heads* ]]; then
-  $PY experiments/exit_heads.py --common $EXP data.dir=$GLUE seed=$SEED mechanism=prune+sparse+exit "$@" \
-    --config plain ckpt_path=$E0 --config distill ckpt_path=$E1 \
-    --out $R/exit_heads/${T}_seed$SEED.csv --summary $S/${T}_exit_heads.md
+  CFGS=(); [ -f $E0 ] && CFGS+=(--config plain ckpt_path=$E0)
+  [ -n "${HEADS:-}" ] && [ -f $E1_MEAN ] && CFGS+=(--config distill ckpt_path=$E1_MEAN)
+  $PY experiments/exit_heads.py --common $EXP data.dir=$GLUE seed=$SEED \
+    mechanism=${HEADS_MECHANISM:-prune+sparse+exit} "$@" "${CFGS[@]}" --config distill${HEADS:+_$HEADS} ckpt_path=$E1 "${H[@]}" \
+    --out $R/exit_heads/${T}${HEADS:+_$HEADS}_seed$SEED.csv --summary $S/${T}${HEADS:+_$HEADS}_exit_heads.md
 fi
 if [[ $STEPS == *select* ]]; then
   $PY -m eat.select grid=pairs out=$OP candidates=3 ${CONFIDENCE:+confidence=$CONFIDENCE} ${SELECT_ARGS:-} \
-    -- $EXP ckpt_path=$E1 seed=$SEED data.dir=$GLUE "$@"
+    -- $EXP ckpt_path=$E1 seed=$SEED data.dir=$GLUE "${H[@]}" "$@"
 fi
 EXTRA=("$@")
 bench() {  # bench NAME BS [--max-examples N] --config ...

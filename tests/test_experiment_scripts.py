@@ -5,6 +5,7 @@ import csv
 import importlib.util
 import re
 from pathlib import Path
+import yaml
 
 from tests.conftest import GLUE_DIR, compose_cfg, needs_glue, tiny_overrides
 
@@ -185,6 +186,15 @@ def test_pairs_script_runs_every_step_on_a_tiny_model(tmp_path):
     assert (res / "mnli_offline_select" / "pairs_seed0" / "operating_point.yaml").exists()
     ablation = list(csv.DictReader(open(res / "mnli_pairs_ablation.csv")))
     assert len(ablation) == 7 and all(a["harness"] for a in ablation)
+    # HEADS=pair: a third stage-2 model from the same static one, its heads reading the two segments
+    r = subprocess.run(["bash", str(ROOT / "experiments" / "pairs.sh"), "mnli", "0", *small], capture_output=True,
+                       env={**env, "HEADS": "pair", "STAGE2": "distill", "STEPS": "train,heads,select"}, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    heads = list(csv.DictReader(open(res / "exit_heads" / "mnli_pair_seed0.csv")))
+    assert {h["config"] for h in heads} == {"plain", "distill", "distill_pair"}
+    op = yaml.safe_load(open(res / "mnli_offline_select" / "pairs_seed0_pair" / "operating_point.yaml"))
+    assert op["mechanism"]["exit"]["pooling"] == "pair"
 
 
 def test_selection_vs_dev_table_pairs_each_chosen_point_with_its_evaluation_rows(tmp_path, capsys):
