@@ -6,7 +6,8 @@ QQP F1 within --f1-budget). Speed is not read here: it comes from the declared h
 
 Rows are matched by checkpoint folder: static = mechanism none on outputs/<task>_static_seed<S>, EAT = the rows
 with operating_point_source=selection on outputs/<task>_eat_distill_seed<S> that cover as many examples as the
-static row (eval.py, or the harness on the whole split); the latest row of each wins.
+static row (eval.py, or the harness on the whole split); the latest row of each wins. `--eat eat_distill_pair`
+reads the EAT rows of outputs/<task>_eat_distill_pair_seed<S> instead (pairs.sh HEADS=pair).
 
     python experiments/table_pairs_seeds.py --results experiments/results/mnli_pairs_seeds.csv \\
         --results experiments/results/qqp_pairs_seeds.csv --out experiments/report/pairs_seeds.md
@@ -28,13 +29,13 @@ def read(paths: List[str]) -> List[Dict[str, str]]:
                                 "operating_point_source", "timestamp"))
 
 
-def pick(rows: List[Dict[str, str]]) -> Dict[Tuple[str, int], Dict[str, Dict[str, str]]]:
+def pick(rows: List[Dict[str, str]], eat: str = "eat_distill") -> Dict[Tuple[str, int], Dict[str, Dict[str, str]]]:
     """(task, seed) -> {"static": row, "eat": row}, the latest row of each kind; an EAT row counts only when it
     covers as many examples as the static row (a harness run on the first N examples is not the split)."""
     kinds: Dict[Tuple[str, int], Dict[str, List[Dict[str, str]]]] = {}
     for r in sorted(rows, key=lambda r: r["timestamp"]):
         folder = os.path.basename(os.path.dirname(os.path.dirname(r["ckpt_path"])))
-        m = re.fullmatch(r"(\w+?)_(static|eat_distill)_seed(\d+)", folder)
+        m = re.fullmatch(rf"(\w+?)_(static|{re.escape(eat)})_seed(\d+)", folder)
         if not m or m.group(1) != r["task"]:
             continue
         kind = "static" if m.group(2) == "static" else "eat"
@@ -54,11 +55,11 @@ def pick(rows: List[Dict[str, str]]) -> Dict[Tuple[str, int], Dict[str, Dict[str
     return out
 
 
-def build(rows: List[Dict[str, str]], budget: float, f1_budget: float) -> List[str]:
-    by = pick(rows)
+def build(rows: List[Dict[str, str]], budget: float, f1_budget: float, eat: str = "eat_distill") -> List[str]:
+    by = pick(rows, eat)
     if not by:
         raise TableError("no row of a static checkpoint or of a selected EAT point (outputs/<task>_static_seedS, "
-                         "outputs/<task>_eat_distill_seedS)")
+                         f"outputs/<task>_{eat}_seedS)")
     lines: List[str] = []
     for task in sorted({t for t, _ in by}):
         seeds = sorted(s for t, s in by if t == task and len(by[(t, s)]) == 2)
@@ -95,15 +96,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--budget", type=float, default=0.5, help="accuracy target: at most this many points below static")
     p.add_argument("--f1-budget", type=float, default=1.0, help="F1 target (QQP): at most this many points below")
+    p.add_argument("--eat", default="eat_distill", help="the EAT checkpoints' folder kind: outputs/<task>_EAT_seedS")
     a = p.parse_args(argv)
     try:
-        lines = build(read(a.results), a.budget, a.f1_budget)
+        lines = build(read(a.results), a.budget, a.f1_budget, a.eat)
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     head = ["# Sentence pairs over seeds: static vs EAT at the selected operating point (eval.py, whole evaluation "
             "split)", "", "Command: `python experiments/table_pairs_seeds.py "
-            + " ".join(f"--results {r}" for r in a.results) + f" --out {a.out}`", ""]
+            + " ".join(f"--results {r}" for r in a.results) + (f" --eat {a.eat}" if a.eat != "eat_distill" else "")
+            + f" --out {a.out}`", ""]
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write("\n".join(head + lines) + "\n")

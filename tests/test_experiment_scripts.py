@@ -138,6 +138,13 @@ def test_pairs_seeds_table_matches_rows_by_checkpoint_and_judges_the_targets(tmp
     acc, f1 = [ln for ln in qqp.splitlines() if ln.startswith(("| accuracy", "| f1"))]
     assert "-1.00 points (-10 examples)" in acc and "within 0.5 points: missed" in acc
     assert "-1.50 points" in f1 and "within 1.0 points: missed" in f1
+    # --eat eat_distill_pair: the same static rows against another kind of EAT checkpoint; the default ignores it
+    write_csv(path, cols, rows + [row("mnli", "eat_distill_pair", 42, 0.65, mech="exit", src="selection")])
+    assert load("table_pairs_seeds").main(["--results", str(path), "--out", str(out), "--eat", "eat_distill_pair"]) == 0
+    assert "seeds 42)" in out.read_text() and "| 64.00 | 65.00 |" in out.read_text() and "--eat eat_distill_pair" in \
+        out.read_text()
+    assert load("table_pairs_seeds").main(["--results", str(path), "--out", str(out)]) == 0
+    assert "63.80, 63.70" in out.read_text()
     missing = ["--results", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x.md")]
     assert load("table_pairs_seeds").main(missing) == 2
     assert "nope.csv: results file not found" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
