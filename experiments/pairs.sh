@@ -19,7 +19,8 @@
 #        all that select and bench use; HEADS=pair: the distilled model's exit heads read the two segments
 #        (mechanism.exit.pooling=pair), in <task>_eat_distill_pair_seedSEED, its point in pairs_seedSEED_pair;
 #        OUT=outputs root; CONFIDENCE=C: select with eat.select
-#        confidence=C into pairs_seedSEED_confidenceC, and bench/ablation use that point)
+#        confidence=C into pairs_seedSEED_confidenceC, and bench/ablation use that point; BENCH_BS
+#        (default "32 1"): the bench's batch sizes; with HEADS the bench also runs the mean-pooled model at its point)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:?usage: pairs.sh mnli|qqp SEED}
@@ -67,10 +68,15 @@ bench() {  # bench NAME BS [--max-examples N] --config ...
     --results $R/${T}_$name.csv --predictions $R/predictions/${T}_$name/seed$SEED --summary $S/bench_${T}_$name.md
 }
 if [[ $STEPS == *bench* ]]; then
-  for BS in 32 1; do
+  # HEADS=pair: the mean-pooled model at its own point (same CONFIDENCE) in the same run, when it has one
+  OP_MEAN=$R/${T}_offline_select/pairs_seed$SEED${CONFIDENCE:+_confidence$CONFIDENCE}/operating_point.yaml; MEAN=()
+  [ -n "${HEADS:-}" ] && [ -f $OP_MEAN ] && \
+    MEAN=(--config eat_mean operating_point=$OP_MEAN ckpt_path=$E1_MEAN)
+  for BS in ${BENCH_BS:-32 1}; do
     LIM=(); [ $BS = 1 ] && LIM=(--max-examples ${N1:-2000}); [ $BS = 32 ] && [ -n "${N32:-}" ] && LIM=(--max-examples $N32)
     HF=(--config hf_static mechanism=none peer=hf_static); [ "${BENCH_HF:-1}" = 0 ] && HF=()
-    bench pairs $BS "${LIM[@]}" --config static mechanism=none "${HF[@]}" --config eat operating_point=$OP
+    bench pairs${HEADS:+_$HEADS} $BS "${LIM[@]}" --config static mechanism=none "${HF[@]}" "${MEAN[@]}" \
+      --config eat${HEADS:+_$HEADS} operating_point=$OP
   done
 fi
 if [[ $STEPS == *ablation* ]]; then
