@@ -234,3 +234,19 @@ def test_selection_vs_dev_table_pairs_each_chosen_point_with_its_evaluation_rows
     argv[2] = str(tmp_path / "none{seed}.yaml")
     assert load("table_selection_vs_dev").main(argv[:-1] + [str(tmp_path / "x.md")]) == 2
     assert "none42.yaml not found" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
+
+
+def test_exit_frontier_leaves_each_row_at_its_first_sure_head():
+    """exit_heads.frontier_rows: a row leaves at the first head whose top probability reaches the threshold,
+    with that head's prediction; rows no head is sure of take the final head's."""
+    import torch
+    big = 4.0  # softmax([4, 0]) = 0.982: sure at every threshold below 0.99
+    logits = {0: torch.tensor([[big, 0.0], [0.0, 0.0], [0.0, 0.0]]),   # row 0 sure of class 0 after layer 1
+              1: torch.tensor([[0.0, big], [0.0, 1.0], [0.0, 0.0]]),   # row 1: p = 0.73 after layer 2
+              3: torch.tensor([[0.0, big], [big, 0.0], [0.0, big]])}   # the final head (4 layers)
+    labels = torch.tensor([0, 1, 1])
+    rows = {r["threshold"]: r for r in load("exit_heads").frontier_rows("x", logits, labels)}
+    assert rows[0.7]["avg_exit_layer"] == round((1 + 2 + 4) / 3, 3) and rows[0.7]["accuracy"] == 1.0
+    assert rows[0.75]["avg_exit_layer"] == round((1 + 4 + 4) / 3, 3) and rows[0.75]["accuracy"] == round(2 / 3, 4)
+    assert rows[0.99]["avg_exit_layer"] == 4 and rows[0.99]["agree_with_final"] == 1.0
+    assert rows[0.7]["agree_with_final"] == round(1 / 3, 4) and rows[0.7]["layers_saved"] == round(4 / (7 / 3), 3)
