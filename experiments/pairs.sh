@@ -16,7 +16,8 @@
 #             without global [SEP]s, distillation (the other stage-2 model), and all of them (the old namesake)
 # Usage: bash experiments/pairs.sh mnli|qqp SEED [HYDRA OVERRIDES for every step...]
 #        (STEPS=train,heads,select,bench,ablation; STAGE2=distill: train only the distilled stage-2 model, which is
-#        all that select and bench use; HEADS=pair: the distilled model's exit heads read the two segments
+#        all that select and bench use; STAGE2=none: only the static model, e.g. before a stage 2 that takes
+#        overrides the static run must not (QQP's trainer.max_steps=300); HEADS=pair: the distilled model's exit heads read the two segments
 #        (mechanism.exit.pooling=pair), in <task>_eat_distill_pair_seedSEED, its point in pairs_seedSEED_pair;
 #        OUT=outputs root; CONFIDENCE=C: select with eat.select
 #        confidence=C into pairs_seedSEED_confidenceC, and bench/ablation use that point; BENCH_BS
@@ -47,7 +48,7 @@ if [[ $STEPS == *train* ]]; then
   [ -f $STATIC ] || $PY train.py $EXP model=minilm_l6 mechanism=none "${C[@]}" hydra.run.dir=${STATIC%/checkpoints/*}
   [ -f $E0 ] || [[ ${STAGE2:-plain,distill} != *plain* ]] || \
     $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC "${C[@]}" $EPOCHS hydra.run.dir=${E0%/checkpoints/*}
-  [ -f $E1 ] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC \
+  [ -f $E1 ] || [[ ${STAGE2:-plain,distill} != *distill* ]] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC \
     mechanism.exit.distill=${DISTILL:-0.5} "${H[@]}" "${C[@]}" $EPOCHS hydra.run.dir=${E1%/checkpoints/*}
 fi
 if [[ $STEPS == *heads* ]]; then
