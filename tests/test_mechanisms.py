@@ -363,3 +363,55 @@ def test_heads_of_another_pooling_in_the_checkpoint_name_the_setting(tmp_path):
     torch.save({"state_dict": encoder(MechanismConfig(name="exit", exit=ExitConfig())).state_dict()}, path)
     with pytest.raises(ConfigError, match=r"size mismatch.*mechanism\.exit\.pooling"):
         load_checkpoint_weights(encoder(MechanismConfig(name="exit", exit=ExitConfig(pooling="pair"))), path)
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_exits_re_pad_the_rows_that_stay_to_their_own_longest_row(pair):
+    """Row 0 is the batch's longest; when it exits at layer 1 the later layers run at the longest remaining row's
+    length (trim_padding=true), with the same logits and exit layers as keeping the padding, and fewer FLOPs."""
+    runs = {}
+    for trim in (True, False):
+        enc = encoder(MechanismConfig(name="exit", exit=ExitConfig(trim_padding=trim)), seed=1)
+        ex = enc.mechanisms["exit"]
+        with torch.no_grad():
+            for head in ex.heads.values():
+                head[1].weight.normal_(0, 0.5)
+        ids, mask = batch(B=8, L=40, seed=3, pair=pair)
+        with torch.no_grad():
+            ex.collect_all = True
+            conf = enc(ids, mask).head_logits[0].softmax(-1).max(-1).values  # (B,) layer-1 confidence
+            ex.collect_all = False
+        below = conf[conf < conf[0]]
+        assert 0 < len(below) < len(conf) - 1, "the check needs row 0 to exit at layer 1 and others to stay"
+        ex.threshold = float(conf[0] + below.max()) / 2  # row 0 and the rows more confident exit at layer 1
+        lengths = []
+        hook = enc.layers[1].register_forward_pre_hook(lambda _m, a: lengths.append(a[0].shape[1]))
+        with torch.no_grad():
+            runs[trim] = enc(ids, mask)
+        hook.remove()
+        stay = conf < ex.threshold
+        assert lengths == [int(mask[stay].sum(1).max()) if trim else ids.shape[1]]
+    a, b = runs[True], runs[False]
+    assert torch.equal(a.exit_layer, b.exit_layer) and a.exit_layer[0] == 1 and (a.exit_layer > 1).any()
+    assert torch.allclose(a.logits, b.logits, atol=1e-5, rtol=0)
+    later = a.exit_layer > 1
+    assert (a.flops[later] < b.flops[later]).all() and torch.equal(a.flops[~later], b.flops[~later])
+
+
+def test_select_rows_keeps_the_padding_when_asked_and_every_tensor_in_step():
+    from eat.model.state import Outputs, State
+    B, L, D = 3, 6, 4
+    mask = torch.arange(L)[None] < torch.tensor([6, 2, 4])[:, None]
+    hidden = torch.randn(B, L, D)
+    out = Outputs(torch.zeros(B, 2), torch.zeros(B, dtype=torch.long), mask.sum(1), torch.zeros(B, 2, dtype=torch.long),
+                  torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64))
+    st = State(hidden, mask, torch.arange(B), mask.clone(), out, received=torch.rand(B, L),
+               row_slots={"x.n": torch.tensor([7, 8, 9])}, token_slots={"x.size": torch.rand(B, L, 1)})
+    keep = torch.tensor([False, True, True])
+    for trim, n in ((True, 4), (False, 6)):
+        s = st.select_rows(keep, trim=trim)
+        assert s.hidden.shape == (2, n, D) and s.hidden.is_contiguous()
+        assert torch.equal(s.hidden, hidden[1:, :n]) and torch.equal(s.mask, mask[1:, :n])
+        assert torch.equal(s.received, st.received[1:, :n]) and torch.equal(s.token_slots["x.size"],
+                                                                             st.token_slots["x.size"][1:, :n])
+        assert s.rows.tolist() == [1, 2] and s.row_slots["x.n"].tolist() == [8, 9]

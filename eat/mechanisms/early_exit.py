@@ -92,6 +92,9 @@ class ExitConfig:
     # Heads that imitate the final layer agree with it sooner, so confident exits cost less accuracy. 0: off.
     distill: float = 0.0
     distill_temperature: float = 2.0
+    # When rows exit, re-pad the rows that stay to their own longest row (State.select_rows): exact, and at
+    # bs > 1 it removes the padding the exited rows had imposed. false: keep the batch's padded length (ablation).
+    trim_padding: bool = True
 
     def __post_init__(self) -> None:
         choice("mechanism.exit.criterion", self.criterion, tuple(CRITERIA))
@@ -228,7 +231,7 @@ class EarlyExit(Mechanism):
         rows = state.rows[exit_now]
         state.out.logits[rows] = logits[exit_now].to(state.out.logits.dtype)
         state.out.exit_layer[rows] = layer + 1
-        return state.select_rows(~exit_now)
+        return state.select_rows(~exit_now, trim=self.cfg.trim_padding)
 
     def training_loss(self, out, labels: Tensor) -> Optional[Tensor]:
         return self.joint_loss(out.head_logits, out.logits, labels) if out.head_logits else None

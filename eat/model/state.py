@@ -63,13 +63,24 @@ class State:
         else:
             self.out.flops[self.rows] += flops
 
-    def select_rows(self, keep: Tensor) -> "State":
-        """Keep the rows where `keep` (B',) is True; the batch really gets smaller."""
+    def select_rows(self, keep: Tensor, trim: bool = True) -> "State":
+        """Keep the rows where `keep` (B',) is True; the batch really gets smaller.
+
+        trim: also drop the trailing token slots that are padding in every row that stays. The rows that left
+        may have been the longest ones, and the batch was padded to them; the rest are re-padded to their own
+        longest row. Exact: a padded slot is a masked key and a query nobody reads."""
         idx = keep.nonzero().squeeze(1)
-        pick = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
-        return State(pick(self.hidden), pick(self.mask), pick(self.rows), pick(self.protected), self.out,
-                     pick(self.received), {k: pick(v) for k, v in self.row_slots.items()},
-                     {k: pick(v) for k, v in self.token_slots.items()})
+        mask = self.mask.index_select(0, idx)  # (B'', L')
+        length = self.length
+        if trim and idx.numel() > 0:
+            real = mask.any(0)  # (L',) slots real in some row that stays
+            length = int(real.nonzero().max()) + 1 if bool(real.any()) else 1
+        rows = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
+        # slice before gathering, so the gathered tensor is contiguous at its new length
+        toks = lambda t: None if t is None else t[:, :length].index_select(0, idx)  # noqa: E731
+        return State(toks(self.hidden), mask[:, :length], rows(self.rows), toks(self.protected), self.out,
+                     toks(self.received), {k: rows(v) for k, v in self.row_slots.items()},
+                     {k: toks(v) for k, v in self.token_slots.items()})
 
     def select_tokens(self, index: Tensor, mask: Tensor) -> "State":
         """Gather tokens `index` (B', L'') per row; `mask` (B', L'') marks which gathered slots are real."""
