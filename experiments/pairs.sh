@@ -8,7 +8,8 @@
 #             mean-pooled distilled model beside it; HEADS_MECHANISM=exit: the heads without pruning)
 #   select:   the operating point of the distilled model, chosen on the protocol's selection split (grid=pairs)
 #   bench:    static, HF static and EAT at that point, declared harness: bs=32 on the full evaluation split
-#             (or its first N32), bs=1 on its first N1 (default 2,000) examples (BENCH_HF=0: without HF; the
+#             (or its first N32), bs=1 on its first N1 (default 2,000) examples; at bs=32 also the same point with
+#             mechanism.exit.trim_padding=false (exits keep the batch's padding) (BENCH_HF=0: without HF; the
 #             runtimes table, experiments/runtimes.sh, times it against every peer). MNLI pairs cost ~15 ms/example
 #             here: 3 configurations x 5 passes of the full 9,815 at bs=32 take ~40 minutes
 #   ablation: at the chosen point (if it is the namesake; else the namesake's defaults), each part switched off in turn (same harness, bs=32, first NA examples,
@@ -63,6 +64,10 @@ if [[ $STEPS == *select* ]]; then
     -- $EXP ckpt_path=$E1 seed=$SEED data.dir=$GLUE "${H[@]}" "$@"
 fi
 EXTRA=("$@")
+point() {  # the mechanism overrides of the chosen point, so parts can be switched off on top of them
+  $PY -c "import sys, yaml; print(' '.join(o for o in yaml.safe_load(open(sys.argv[1]))['chosen']['overrides']
+        if o.startswith('mechanism')))" $OP
+}
 bench() {  # bench NAME BS [--max-examples N] --config ...
   local name=$1 bs=$2; shift 2
   $PY -m eat.bench --ckpt $E1 --task $T --glue $GLUE --batch-sizes $bs --passes 5 --common $EXP seed=$SEED "${EXTRA[@]}" "$@" \
@@ -76,16 +81,17 @@ if [[ $STEPS == *bench* ]]; then
   for BS in ${BENCH_BS:-32 1}; do
     LIM=(); [ $BS = 1 ] && LIM=(--max-examples ${N1:-2000}); [ $BS = 32 ] && [ -n "${N32:-}" ] && LIM=(--max-examples $N32)
     HF=(--config hf_static mechanism=none peer=hf_static); [ "${BENCH_HF:-1}" = 0 ] && HF=()
+    # bs > 1: the same point with exits keeping the batch's padding (trim_padding=false), to show what re-padding
+    # the rows that stay is worth
+    NOTRIM=(); [ $BS != 1 ] && NOTRIM=(--config eat${HEADS:+_$HEADS}_no_trim $(point) mechanism.exit.trim_padding=false)
     bench pairs${HEADS:+_$HEADS} $BS "${LIM[@]}" --config static mechanism=none "${HF[@]}" "${MEAN[@]}" \
-      --config eat${HEADS:+_$HEADS} operating_point=$OP
+      --config eat${HEADS:+_$HEADS} operating_point=$OP "${NOTRIM[@]}"
   done
 fi
 if [[ $STEPS == *ablation* ]]; then
   # The chosen point's own overrides when it is the namesake (an operating_point file replaces the whole mechanism
   # block, so parts could not be switched off on top of it); otherwise the namesake at its defaults.
-  BASE=($($PY -c "import sys, yaml; c = yaml.safe_load(open(sys.argv[1]))['chosen']['overrides']
-m = [o for o in c if o.startswith('mechanism')]
-print(' '.join(m if 'mechanism=prune+sparse+exit' in m else ['mechanism=prune+sparse+exit']))" $OP))
+  BASE=($(point)); [[ " ${BASE[*]} " == *" mechanism=prune+sparse+exit "* ]] || BASE=(mechanism=prune+sparse+exit)
   LIM=(); [ -n "${NA:-}" ] && LIM=(--max-examples $NA)
   OLD=(mechanism.prune.segments=false mechanism.sparse.min_length=0 mechanism.sparse.global_sep=false)
   bench pairs_ablation 32 "${LIM[@]}" --config static mechanism=none \
