@@ -82,6 +82,19 @@ def build_module(rc: RunConfig, tokenizer=None, eval_splits: Optional[List[str]]
     return EATModule(encoder, spec, rc.optim, splits, config_blocks=config_blocks)
 
 
+def build_teacher(rc: RunConfig, tokenizer=None) -> Encoder:
+    """The frozen teacher of `rc.teacher_ckpt`: this run's model without mechanisms, with that checkpoint's weights
+    (its exit heads, if it has any, are not used: the teacher is the model that runs to the last layer)."""
+    spec = TASKS[rc.task.name]
+    teacher = build_encoder(rc.model, MechanismConfig(), spec.num_labels, tokenizer)
+    from eat.lit_module import EATModule
+    from eat.config import OptimConfig
+
+    holder = EATModule(teacher, spec, OptimConfig(), rc.task.eval_splits or spec.eval_splits)
+    load_checkpoint_weights(holder, rc.teacher_ckpt)
+    return teacher.eval().requires_grad_(False)
+
+
 def build_trainer(rc: RunConfig, **kwargs):
     """The run's `lightning.pytorch.Trainer` (rc.trainer, the `trainer` config group); `kwargs` are what the caller
     owns: loggers, callbacks, and for evaluation one device."""

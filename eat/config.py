@@ -210,9 +210,14 @@ class OptimConfig:
     # Train only parameters whose names start with one of these prefixes (None: train everything), e.g.
     # [encoder.mechanisms] trains the exit heads on a frozen fine-tuned backbone (two-stage, as DeeBERT).
     trainable: Optional[List[str]] = None
+    # Learning rate of the mechanisms' parameters (exit heads); None: optim.lr. Fresh linear heads learn at stage
+    # 2's 1e-3 while a fine-tuned backbone moves at its own small rate (eat_joint).
+    mechanism_lr: Optional[float] = None
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
+        _check(self.mechanism_lr is None or self.mechanism_lr > 0, "optim.mechanism_lr", self.mechanism_lr,
+               "must be > 0 or null")
         _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
         _check(0.0 <= self.warmup_ratio < 1.0, "optim.warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
 
@@ -263,6 +268,11 @@ class RunConfig:
     ckpt_path: Optional[str] = None  # train.py: resume from it; eval.py: the checkpoint to evaluate
     # Start training from these weights (e.g. a static fine-tune); mechanism weights it lacks start fresh.
     init_ckpt: Optional[str] = None
+    # Knowledge distillation while training: a frozen copy of this checkpoint's model, run without mechanisms,
+    # gives the soft labels. With an exit mechanism every head, the final one included, learns
+    # (1 - a) CE + a T^2 KL(teacher || head), a = mechanism.exit.distill: the backbone may adapt to its exit
+    # heads while its final head is held to the teacher (eat_joint; the static fine-tune as teacher).
+    teacher_ckpt: Optional[str] = None
     results_csv: str = "outputs/results.csv"
     eval_batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
     threads: Optional[int] = None  # torch.set_num_threads; None keeps torch's default
@@ -313,6 +323,11 @@ class RunConfig:
             from eat.data.tasks import TASKS
 
             _choice("mechanism.exit.calibration_split", ex.calibration_split, TASKS[self.task.name].splits)
+        if self.teacher_ckpt is not None:
+            _check(self.train, "teacher_ckpt", self.teacher_ckpt, "is a training setting: it has no effect with "
+                   "train=false (eval.py)")
+            _check(ex is not None and ex.distill > 0, "teacher_ckpt", self.teacher_ckpt,
+                   "needs an exit mechanism with mechanism.exit.distill > 0 (the weight of the teacher's soft labels)")
         if not self.train and not self.ckpt_path and self.model.pretrained is None:
             raise ConfigError("ckpt_path is required to evaluate a randomly initialised model (train=false)")
 

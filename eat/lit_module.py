@@ -42,6 +42,12 @@ class EATModule(pl.LightningModule):
         self.val_metrics = nn.ModuleList(task_metrics(spec) for _ in eval_splits)
         self.test_metrics = nn.ModuleList(task_metrics(spec) for _ in eval_splits)
         self.test_records: Dict[int, List[Dict[str, Tensor]]] = {}
+        self.teacher: Optional[Encoder] = None  # set_teacher: soft labels while training
+
+    def set_teacher(self, teacher: Encoder) -> None:
+        """A frozen model whose logits every exit head (the final one included) learns from (teacher_ckpt). Kept out
+        of the module tree on purpose: it is neither trained nor saved in this model's checkpoints."""
+        object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False))
 
     def forward(self, batch: Dict[str, Tensor]) -> Outputs:
         return self.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
@@ -49,18 +55,23 @@ class EATModule(pl.LightningModule):
     def predictions(self, logits: Tensor) -> Tensor:
         return logits.squeeze(-1) if self.spec.is_regression else logits.argmax(-1)
 
-    def loss(self, out: Outputs, labels: Tensor) -> Tensor:
+    def loss(self, out: Outputs, labels: Tensor, teacher_logits: Optional[Tensor] = None) -> Tensor:
         if self.spec.is_regression:
             return F.mse_loss(out.logits.squeeze(-1), labels)
         for m in self.encoder.mechanisms.values():  # a mechanism may own the loss (early exit: every head's)
-            loss = m.training_loss(out, labels)
+            loss = m.training_loss(out, labels, teacher_logits)
             if loss is not None:
                 return loss
         return F.cross_entropy(out.logits, labels)
 
     # -- steps
     def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.loss(self(batch), batch["labels"])
+        teacher_logits = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                t = self.teacher.to(batch["input_ids"].device)
+                teacher_logits = t(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).logits
+        loss = self.loss(self(batch), batch["labels"], teacher_logits)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
         return loss
 
@@ -109,16 +120,18 @@ class EATModule(pl.LightningModule):
     # -- optimisation
     def configure_optimizers(self):
         o = self.optim
-        decay, no_decay = [], []
+        groups: Dict[tuple, List[nn.Parameter]] = {}  # (weight decay, lr) -> parameters
         for name, p in self.named_parameters():
             if o.trainable is not None and not name.startswith(tuple(o.trainable)):
                 p.requires_grad_(False)  # frozen (two-stage training of exit heads)
                 continue
-            (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
-        if not decay and not no_decay:
+            wd = 0.0 if p.ndim < 2 or "norm" in name else o.weight_decay
+            lr = o.mechanism_lr if o.mechanism_lr is not None and name.startswith("encoder.mechanisms.") else o.lr
+            groups.setdefault((wd, lr), []).append(p)
+        if not groups:
             raise ConfigError(f"optim.trainable={o.trainable} matches no parameter of the model")
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        opt = torch.optim.AdamW([{"params": ps, "weight_decay": wd, "lr": lr} for (wd, lr), ps in groups.items()],
+                                lr=o.lr, betas=tuple(o.betas), eps=o.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(o.warmup_ratio * total)
 

@@ -13,8 +13,8 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from eat import results
-from eat.build import (build_module, build_trainer, check_against_model, load_checkpoint_weights, load_tokenizer,
-                       prepare_for_eval)
+from eat.build import (build_module, build_teacher, build_trainer, check_against_model, load_checkpoint_weights,
+                       load_tokenizer, prepare_for_eval)
 from eat.callbacks.latency import LatencyCallback
 from eat.config import ConfigError, RunConfig, apply_operating_point, to_run_config
 from eat.data.glue import GLUEDataModule, check_sources
@@ -94,6 +94,9 @@ def run(cfg: DictConfig) -> List[Dict]:
     module = build_module(rc, tokenizer, dm.eval_split_names, config_blocks=blocks)
     if rc.init_ckpt:
         load_checkpoint_weights(module, rc.init_ckpt, fresh_mechanisms=True)
+    if rc.teacher_ckpt:
+        module.set_teacher(build_teacher(rc, tokenizer))
+        say(f"[eat] teacher (soft labels for every head, weight {rc.mechanism.exit.distill}): {rc.teacher_ckpt}")
     loggers = [instantiate(node) for node in rc.logger.values()]
     callbacks = [instantiate(node) for node in rc.callbacks.values()]
     try:

@@ -22,7 +22,10 @@
 #        (mechanism.exit.pooling=pair), in <task>_eat_distill_pair_seedSEED, its point in pairs_seedSEED_pair;
 #        OUT=outputs root; CONFIDENCE=C: select with eat.select
 #        confidence=C into pairs_seedSEED_confidenceC, and bench/ablation use that point; BENCH_BS
-#        (default "32 1"): the bench's batch sizes; with HEADS the bench also runs the mean-pooled model at its point)
+#        (default "32 1"): the bench's batch sizes; with HEADS the bench also runs the mean-pooled model at its point;
+#        EAT=joint: the EAT model is the whole static model trained with its exit heads, the static model as teacher
+#        (experiment=eat_joint), in <task>_eat_joint[_HEADS]_seedSEED, its point in pairs_seedSEED[_HEADS]_joint;
+#        STAGE2=joint trains it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:?usage: pairs.sh mnli|qqp SEED}
@@ -37,10 +40,13 @@ R=${RESULTS:-experiments/results}  # where the CSVs go; summaries (markdown) go 
 S=${SUMMARIES:-experiments}
 STATIC=$O/${T}_static_seed$SEED/checkpoints/best.ckpt
 E0=$O/${T}_eat_seed$SEED/checkpoints/best.ckpt
-E1=$O/${T}_eat_distill${HEADS:+_$HEADS}_seed$SEED/checkpoints/best.ckpt
+EAT=${EAT:-distill}
+case $EAT in distill|joint) ;; *) echo "EAT=$EAT: allowed values are distill, joint" >&2; exit 2 ;; esac
+E1=$O/${T}_eat_${EAT}${HEADS:+_$HEADS}_seed$SEED/checkpoints/best.ckpt
 E1_MEAN=$O/${T}_eat_distill_seed$SEED/checkpoints/best.ckpt
 H=(); [ -n "${HEADS:-}" ] && H=(mechanism.exit.pooling=$HEADS)
-OP=$R/${T}_offline_select/pairs_seed$SEED${HEADS:+_$HEADS}${CONFIDENCE:+_confidence$CONFIDENCE}/operating_point.yaml
+J=; [ $EAT = joint ] && J=_joint
+OP=$R/${T}_offline_select/pairs_seed$SEED${HEADS:+_$HEADS}$J${CONFIDENCE:+_confidence$CONFIDENCE}/operating_point.yaml
 EXP=experiment=${T}_offline
 C=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$R/${T}_offline.csv "$@")
 
@@ -49,14 +55,16 @@ if [[ $STEPS == *train* ]]; then
   [ -f $STATIC ] || $PY train.py $EXP model=minilm_l6 mechanism=none "${C[@]}" hydra.run.dir=${STATIC%/checkpoints/*}
   [ -f $E0 ] || [[ ${STAGE2:-plain,distill} != *plain* ]] || \
     $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC "${C[@]}" $EPOCHS hydra.run.dir=${E0%/checkpoints/*}
-  [ -f $E1 ] || [[ ${STAGE2:-plain,distill} != *distill* ]] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC \
+  [ -f $E1 ] || [ $EAT != joint ] || [[ ${STAGE2:-} != *joint* ]] || $PY train.py "experiment=[${T}_offline,eat_joint]" \
+    init_ckpt=$STATIC "${H[@]}" "${C[@]}" hydra.run.dir=${E1%/checkpoints/*}
+  [ -f $E1 ] || [ $EAT != distill ] || [[ ${STAGE2:-plain,distill} != *distill* ]] || $PY train.py "experiment=[${T}_offline,eat_stage2]" init_ckpt=$STATIC \
     mechanism.exit.distill=${DISTILL:-0.5} "${H[@]}" "${C[@]}" $EPOCHS hydra.run.dir=${E1%/checkpoints/*}
 fi
 if [[ $STEPS == *heads* ]]; then
   CFGS=(); [ -f $E0 ] && CFGS+=(--config plain ckpt_path=$E0)
   [ -n "${HEADS:-}" ] && [ -f $E1_MEAN ] && CFGS+=(--config distill ckpt_path=$E1_MEAN)
   $PY experiments/exit_heads.py --common $EXP data.dir=$GLUE seed=$SEED \
-    mechanism=${HEADS_MECHANISM:-prune+sparse+exit} "$@" "${CFGS[@]}" --config distill${HEADS:+_$HEADS} ckpt_path=$E1 "${H[@]}" \
+    mechanism=${HEADS_MECHANISM:-prune+sparse+exit} "$@" "${CFGS[@]}" --config $EAT${HEADS:+_$HEADS} ckpt_path=$E1 "${H[@]}" \
     --out $R/exit_heads/${T}${HEADS:+_$HEADS}_seed$SEED.csv --summary $S/${T}${HEADS:+_$HEADS}_exit_heads.md
 fi
 if [[ $STEPS == *select* ]]; then
@@ -80,12 +88,13 @@ if [[ $STEPS == *bench* ]]; then
     MEAN=(--config eat_mean operating_point=$OP_MEAN ckpt_path=$E1_MEAN)
   for BS in ${BENCH_BS:-32 1}; do
     LIM=(); [ $BS = 1 ] && LIM=(--max-examples ${N1:-2000}); [ $BS = 32 ] && [ -n "${N32:-}" ] && LIM=(--max-examples $N32)
-    HF=(--config hf_static mechanism=none peer=hf_static); [ "${BENCH_HF:-1}" = 0 ] && HF=()
+    HF=(--config hf_static mechanism=none peer=hf_static ckpt_path=$STATIC); [ "${BENCH_HF:-1}" = 0 ] && HF=()
     # bs > 1: the same point with exits keeping the batch's padding (trim_padding=false), to show what re-padding
     # the rows that stay is worth
-    NOTRIM=(); [ $BS != 1 ] && NOTRIM=(--config eat${HEADS:+_$HEADS}_no_trim $(point) mechanism.exit.trim_padding=false)
-    bench pairs${HEADS:+_$HEADS} $BS "${LIM[@]}" --config static mechanism=none "${HF[@]}" "${MEAN[@]}" \
-      --config eat${HEADS:+_$HEADS} operating_point=$OP "${NOTRIM[@]}"
+    NOTRIM=(); [ $BS != 1 ] && NOTRIM=(--config eat${HEADS:+_$HEADS}${J}_no_trim $(point) mechanism.exit.trim_padding=false)
+    # static: the static fine-tune's own weights (EAT=joint has moved the backbone)
+    bench pairs${HEADS:+_$HEADS}$J $BS "${LIM[@]}" --config static mechanism=none ckpt_path=$STATIC "${HF[@]}" "${MEAN[@]}" \
+      --config eat${HEADS:+_$HEADS}$J operating_point=$OP "${NOTRIM[@]}"
   done
 fi
 if [[ $STEPS == *ablation* ]]; then

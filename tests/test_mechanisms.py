@@ -217,6 +217,26 @@ def test_exit_distillation_pulls_heads_towards_the_final_head():
     assert kd.joint_loss([other], final, labels) > kd.joint_loss([final], final, labels)
 
 
+def test_a_teacher_teaches_every_head_the_final_one_included():
+    """With teacher_logits (teacher_ckpt) the soft labels are the teacher's, and the final head learns from them too:
+    a final head equal to the teacher loses less than one that is not, which self-distillation cannot see."""
+    from eat.mechanisms.early_exit import EarlyExit
+    labels = torch.tensor([0, 1, 2, 1])
+    teacher = torch.tensor([[2.0, 0.1, 0.0], [0.0, 1.5, 0.3], [0.2, 0.1, 1.0], [1.0, 0.9, 0.0]])
+    other = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    kd = EarlyExit(ExitConfig(layers=[1], distill=0.5, distill_temperature=2.0), 6, 8, 3)
+    ce, T = torch.nn.functional.cross_entropy, 2.0
+
+    def kl(z):  # T^2 KL(teacher || z) at temperature T
+        return T * T * torch.nn.functional.kl_div(torch.log_softmax(z / T, -1), torch.softmax(teacher / T, -1),
+                                                  reduction="batchmean")
+    want = ((0.5 * ce(other, labels) + 0.5 * kl(other)) + (0.5 * ce(other, labels) + 0.5 * kl(other))) / 2
+    assert torch.allclose(kd.joint_loss([other], other, labels, teacher), want)
+    assert kd.joint_loss([teacher], teacher, labels, teacher) < kd.joint_loss([teacher], other, labels, teacher)
+    # without a teacher the final head only teaches: a head equal to it pays half its cross-entropy and no KL
+    assert torch.allclose(kd.joint_loss([other], other, labels), (0.5 * ce(other, labels) + ce(other, labels)) / 2)
+
+
 def test_pruning_really_shortens_the_sequence():
     ids, mask = batch(B=4, L=50)
     enc = encoder(MechanismConfig(name="prune", prune=PruneConfig(keep_ratios=[0.5, 0.5])))

@@ -82,3 +82,45 @@ def test_two_stage_training_changes_only_the_exit_heads(tmp_path):
     assert heads and set(before) == set(trained) - set(heads)
     assert all(torch.equal(before[k], trained[k]) for k in before), "stage 2 must not move the backbone"
     assert not all(torch.equal(trained[k], untrained[k]) for k in heads), "stage 2 must train the exit heads"
+
+
+def test_joint_composes_with_a_task_protocol():
+    cfg = compose_cfg(["experiment=[mnli_offline,eat_joint]", "init_ckpt=x.ckpt", "output_dir=unused"])
+    assert cfg.mechanism.name == "exit" and cfg.teacher_ckpt == "x.ckpt" and cfg.optim.trainable is None
+    assert cfg.optim.mechanism_lr == 1e-3 and cfg.mechanism.exit.distill > 0 and cfg.trainer.max_epochs == 1
+
+
+def test_a_teacher_needs_distillation_and_training():
+    import pytest
+
+    from eat.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"teacher_ckpt.*mechanism.exit.distill > 0"):
+        to_run_config(compose_cfg(["mechanism=exit", "teacher_ckpt=x.ckpt", "output_dir=unused"]))
+    with pytest.raises(ConfigError, match=r"teacher_ckpt.*train=false"):
+        to_run_config(compose_cfg(["mechanism=exit", "mechanism.exit.distill=0.5", "teacher_ckpt=x.ckpt",
+                                   "train=false", "ckpt_path=y.ckpt", "output_dir=unused"]))
+
+
+@needs_glue
+def test_joint_training_moves_backbone_and_heads_and_keeps_the_teacher_out_of_the_checkpoint(tmp_path):
+    from eat.build import build_module
+    from eat.runner import run as run_cfg
+
+    run(compose_cfg(tiny_overrides(tmp_path / "static", "mechanism=none", "eval_batch_sizes=[8]")))
+    static_ckpt = tmp_path / "static" / "run" / "checkpoints" / "best.ckpt"
+    overrides = tiny_overrides(tmp_path / "joint", "experiment=eat_joint", f"init_ckpt={static_ckpt}",
+                               "eval_batch_sizes=[8]")
+    run_cfg(compose_cfg(overrides))
+    load = lambda p: torch.load(p, map_location="cpu", weights_only=False)["state_dict"]  # noqa: E731
+    before, after = load(static_ckpt), load(tmp_path / "joint" / "run" / "checkpoints" / "best.ckpt")
+    assert set(after) - set(before) == {k for k in after if ".mechanisms." in k} != set()  # heads only, no teacher
+    assert any(".layers." in k for k in before if not torch.equal(before[k], after[k])), "the backbone must move"
+    # the heads learn at optim.mechanism_lr, every other parameter at optim.lr
+    rc = to_run_config(compose_cfg(overrides))
+    module = build_module(rc)
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10})()
+    opt = module.configure_optimizers()["optimizer"]
+    rates = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    for name, p in module.named_parameters():
+        assert rates[id(p)] == (1e-3 if name.startswith("encoder.mechanisms.") else 2e-5), name

@@ -233,16 +233,23 @@ class EarlyExit(Mechanism):
         state.out.exit_layer[rows] = layer + 1
         return state.select_rows(~exit_now, trim=self.cfg.trim_padding)
 
-    def training_loss(self, out, labels: Tensor) -> Optional[Tensor]:
-        return self.joint_loss(out.head_logits, out.logits, labels) if out.head_logits else None
+    def training_loss(self, out, labels: Tensor, teacher_logits: Optional[Tensor] = None) -> Optional[Tensor]:
+        return self.joint_loss(out.head_logits, out.logits, labels, teacher_logits) if out.head_logits else None
 
-    def joint_loss(self, head_logits: List[Tensor], final_logits: Tensor, labels: Tensor) -> Tensor:
+    def joint_loss(self, head_logits: List[Tensor], final_logits: Tensor, labels: Tensor,
+                   teacher_logits: Optional[Tensor] = None) -> Tensor:
+        """Weighted mean over heads of each head's loss. Distillation (distill = a > 0): a head's loss is
+        (1 - a) CE + a T^2 KL(soft labels || head). The soft labels are the final head's (self-distillation: the
+        exit heads learn, the final head only teaches) or, with `teacher_logits`, a frozen teacher's, which every
+        head learns from, the final one included."""
         w = self.loss_weights()
-        losses = [F.cross_entropy(z, labels) for z in [*head_logits, final_logits]]
+        zs = [*head_logits, final_logits]
+        losses = [F.cross_entropy(z, labels) for z in zs]
         a, T = self.cfg.distill, self.cfg.distill_temperature
-        if a > 0:  # self-distillation: the exit heads also imitate the final head's soft labels (a teacher only)
-            teacher = F.softmax(final_logits.detach().float() / T, -1)
-            losses[:-1] = [(1 - a) * ce + a * T * T * F.kl_div(F.log_softmax(z.float() / T, -1), teacher,
-                                                                reduction="batchmean")
-                           for ce, z in zip(losses[:-1], head_logits)]
+        if a > 0:
+            students = len(zs) if teacher_logits is not None else len(head_logits)
+            soft = F.softmax((final_logits if teacher_logits is None else teacher_logits).detach().float() / T, -1)
+            losses[:students] = [(1 - a) * ce + a * T * T * F.kl_div(F.log_softmax(z.float() / T, -1), soft,
+                                                                      reduction="batchmean")
+                                 for ce, z in zip(losses[:students], zs)]
         return sum(wi * li for wi, li in zip(w, losses)) / sum(w)

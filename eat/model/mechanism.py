@@ -45,9 +45,10 @@ class Mechanism(nn.Module):
         the result in `state.readouts[<plugin name>]` and must compute it itself when it is absent."""
         return None
 
-    def training_loss(self, out, labels):
+    def training_loss(self, out, labels, teacher_logits=None):
         """The training loss if this mechanism defines one for the forward's Outputs `out` (early exit's joint
-        loss over every head), else None: the LightningModule then uses the final head's cross-entropy."""
+        loss over every head), else None: the LightningModule then uses the final head's cross-entropy.
+        `teacher_logits`: a frozen teacher's (teacher_ckpt), when the run has one."""
         return None
 
     @classmethod
