@@ -84,7 +84,8 @@ bench() {  # bench NAME BS [--max-examples N] --config ...
 if [[ $STEPS == *bench* ]]; then
   # HEADS=pair: the mean-pooled model at its own point (same CONFIDENCE) in the same run, when it has one
   OP_MEAN=$R/${T}_offline_select/pairs_seed$SEED${CONFIDENCE:+_confidence$CONFIDENCE}/operating_point.yaml; MEAN=()
-  [ -n "${HEADS:-}" ] && [ -f $OP_MEAN ] && \
+  # (EAT=distill only: a joint model has its own backbone, so the mean-pooled stage 2 is no peer of it)
+  [ -n "${HEADS:-}" ] && [ $EAT = distill ] && [ -f $OP_MEAN ] && [ -f $E1_MEAN ] && \
     MEAN=(--config eat_mean operating_point=$OP_MEAN ckpt_path=$E1_MEAN)
   for BS in ${BENCH_BS:-32 1}; do
     LIM=(); [ $BS = 1 ] && LIM=(--max-examples ${N1:-2000}); [ $BS = 32 ] && [ -n "${N32:-}" ] && LIM=(--max-examples $N32)
