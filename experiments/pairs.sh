@@ -85,8 +85,10 @@ if [[ $STEPS == *bench* ]]; then
   # HEADS=pair: the mean-pooled model at its own point (same CONFIDENCE) in the same run, when it has one
   OP_MEAN=$R/${T}_offline_select/pairs_seed$SEED${CONFIDENCE:+_confidence$CONFIDENCE}/operating_point.yaml; MEAN=()
   # (EAT=distill only: a joint model has its own backbone, so the mean-pooled stage 2 is no peer of it)
-  [ -n "${HEADS:-}" ] && [ $EAT = distill ] && [ -f $OP_MEAN ] && [ -f $E1_MEAN ] && \
-    MEAN=(--config eat_mean operating_point=$OP_MEAN ckpt_path=$E1_MEAN)
+  if [ -n "${HEADS:-}" ] && [ $EAT = distill ] && [ -f $OP_MEAN ]; then
+    if [ -f $E1_MEAN ]; then MEAN=(--config eat_mean operating_point=$OP_MEAN ckpt_path=$E1_MEAN)
+    else echo "pairs.sh: $E1_MEAN not found: the mean-pooled model is left out of this bench" >&2; fi
+  fi
   for BS in ${BENCH_BS:-32 1}; do
     LIM=(); [ $BS = 1 ] && LIM=(--max-examples ${N1:-2000}); [ $BS = 32 ] && [ -n "${N32:-}" ] && LIM=(--max-examples $N32)
     HF=(--config hf_static mechanism=none peer=hf_static ckpt_path=$STATIC); [ "${BENCH_HF:-1}" = 0 ] && HF=()
