@@ -9,6 +9,7 @@ Each mechanism's block is the dataclass its plug-in defines (eat/mechanisms/); `
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Dict, List, Optional
 
@@ -346,6 +347,10 @@ class SelectConfig:
     threads: int = 2
     out: str = "outputs/select/operating_point.yaml"
     grid: Dict[str, List[str]] = field(default_factory=dict)  # name -> eval overrides, "k=a,b" sweeps
+    # The static model the budget is measured against. None: the evaluated checkpoint with mechanism=none, which
+    # is the static fine-tune when only exit heads were trained on it; a checkpoint path: that model, e.g. the
+    # static fine-tune a jointly trained EAT model started from (its own backbone is no longer the static one).
+    reference: Optional[str] = None
 
     def __post_init__(self) -> None:
         _choice("speed", self.speed, ("time", "flops"))
@@ -356,6 +361,10 @@ class SelectConfig:
         _check(self.passes >= 5, "passes", self.passes, "the declared harness makes at least 5 passes")
         _check(self.candidates >= 1, "candidates", self.candidates, "must be >= 1")
         _check(self.threads >= 1, "threads", self.threads, "must be >= 1")
+        if self.reference is not None:
+            _check(os.path.isfile(self.reference), "reference", self.reference,
+                   "is not a file: give the static model's checkpoint (.ckpt), or leave it out to use the "
+                   "evaluated checkpoint with mechanism=none")
         _check(len(self.grid) > 0, "grid", self.grid, "needs at least one entry")
         for name, entry in self.grid.items():
             _check(len(entry) > 0, f"grid.{name}", entry, "needs at least one override")

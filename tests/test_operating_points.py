@@ -214,3 +214,36 @@ def test_make_select_then_make_bench_on_a_tiny_model(tmp_path):
     eat_rows = [r for r in rows if r["operating_point_source"] == "selection"]
     assert len(eat_rows) == 2 and eat_rows[0]["accuracy"] == eat_rows[1]["accuracy"]  # batch invariance
     assert "median of the per-pass ratios" in (bres.parent / "summary.md").read_text()
+
+
+def test_select_measures_the_budget_against_a_reference_checkpoint(tmp_path):
+    """reference=PATH: the static row is that checkpoint (e.g. the static fine-tune a jointly trained EAT model
+    started from), not the evaluated checkpoint with mechanism=none; the operating point records it."""
+    from omegaconf import OmegaConf
+
+    from eat.config import ConfigError, SelectConfig
+    from eat.runner import run
+    from eat.select import evaluate_point, main
+
+    run(compose_cfg(tiny_overrides(tmp_path / "eat", "mechanism=exit")))
+    run(compose_cfg(tiny_overrides(tmp_path / "ref", "mechanism=none", "seed=7", "optim.lr=0.01")))
+    eat_ckpt, ref = (str(tmp_path / n / "run" / "checkpoints" / "best.ckpt") for n in ("eat", "ref"))
+    common = [f"ckpt_path={eat_ckpt}", "model=tiny", f"data.dir={GLUE_DIR}", "data.max_train_samples=48",
+              "threads=1"]
+    op = tmp_path / "sel" / "op.yaml"
+    assert main(["grid=smoke", "speed=flops", "batch_size=8", "threads=1", f"out={op}", f"reference={ref}",
+                 "--", *common]) == 0
+    static = next(csv.DictReader(open(op.parent / "selection.csv")))
+    by_ref = evaluate_point("r", [*common, "mechanism=none", f"ckpt_path={ref}"], "selection", 8)
+    by_own = evaluate_point("o", [*common, "mechanism=none"], "selection", 8)
+    assert by_ref["correct"] != by_own["correct"]  # the two static rows differ, so the test tells them apart
+    assert float(static["score"]) == pytest.approx(by_ref["score"], abs=1e-6)
+    chosen = OmegaConf.load(op).chosen
+    assert chosen.reference == ref and chosen.ckpt_path == eat_ckpt  # the point is the EAT model's
+    assert chosen.static_score == pytest.approx(by_ref["score"], abs=1e-6)
+    with pytest.raises(ConfigError, match=r"reference=.*not a file"):
+        SelectConfig(reference=str(tmp_path / "missing.ckpt"), grid={"exit": ["mechanism=exit"]})
+    with pytest.raises(SystemExit) as e:  # the command line: one error line, exit 2, nothing written
+        main(["grid=smoke", f"out={tmp_path / 'bad' / 'op.yaml'}", f"reference={tmp_path / 'missing.ckpt'}", "--",
+              *common])
+    assert e.value.code == 2 and not (tmp_path / "bad").exists()
