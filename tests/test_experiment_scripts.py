@@ -202,6 +202,15 @@ def test_pairs_script_runs_every_step_on_a_tiny_model(tmp_path):
     assert {h["config"] for h in heads} == {"plain", "distill", "distill_pair"}
     op = yaml.safe_load(open(res / "mnli_offline_select" / "pairs_seed0_pair" / "operating_point.yaml"))
     assert op["mechanism"]["exit"]["pooling"] == "pair"
+    # REF=static: the same selection, the budget measured against the static fine-tune (eat.select reference=)
+    r = subprocess.run(["bash", str(ROOT / "experiments" / "pairs.sh"), "mnli", "0", *small], capture_output=True,
+                       env={**env, "HEADS": "pair", "REF": "static", "STEPS": "select"}, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    op = yaml.safe_load(open(res / "mnli_offline_select" / "pairs_seed0_pair_refstatic" / "operating_point.yaml"))
+    assert op["chosen"]["reference"] == str(tmp_path / "out" / "mnli_static_seed0" / "checkpoints" / "best.ckpt")
+    r = subprocess.run(["bash", str(ROOT / "experiments" / "pairs.sh"), "mnli", "0"], capture_output=True,
+                       env={**env, "REF": "final"}, text=True, timeout=60)
+    assert r.returncode == 2 and "REF=final: allowed values are static" in r.stderr
 
 
 def test_selection_vs_dev_table_pairs_each_chosen_point_with_its_evaluation_rows(tmp_path, capsys):
