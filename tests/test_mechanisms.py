@@ -347,6 +347,35 @@ def test_exit_criteria_fire(criterion, threshold):
     assert (out.flops[~exited] > out.static_flops[~exited]).all()  # rows that run to the end also paid the heads
 
 
+def test_from_layer_consults_no_head_before_it_and_loads_the_same_weights():
+    """mechanism.exit.from_layer=k: the heads before layer k stay in the model (same state dict) but are not run:
+    with a threshold every head passes, every row leaves through the head of layer k with that head's logits, and
+    rows that run to the end pay for fewer heads."""
+    from eat.config import ConfigError
+    from eat.mechanisms.early_exit import EarlyExit
+
+    ids, mask = batch(B=6)
+    every = encoder(MechanismConfig(name="exit", exit=ExitConfig(threshold=0.334)))
+    late = encoder(MechanismConfig(name="exit", exit=ExitConfig(threshold=0.334, from_layer=4)))
+    assert every.state_dict().keys() == late.state_dict().keys()
+    late.load_state_dict(every.state_dict())
+    with torch.no_grad():
+        a, b = every(ids, mask), late(ids, mask)
+        every.mechanisms["exit"].collect_all = True
+        heads = every(ids, mask).head_logits  # (B, C) per head, after layers 1..5
+    assert (a.exit_layer == 1).all() and (b.exit_layer == 4).all()
+    assert torch.allclose(b.logits, heads[3], atol=1e-6)
+    never = [encoder(MechanismConfig(name="exit", exit=ExitConfig(threshold=1.0, from_layer=k))) for k in (1, 4)]
+    with torch.no_grad():
+        full, fewer = (e(ids, mask) for e in never)
+    assert (full.exit_layer == 6).all() and (fewer.exit_layer == 6).all()
+    assert (fewer.flops < full.flops).all() and torch.allclose(full.logits, fewer.logits)
+    with pytest.raises(ConfigError, match=r"mechanism.exit.from_layer=6: no exit head.*allowed: 1 to 5"):
+        EarlyExit(ExitConfig(from_layer=6), 6, 48, 3)
+    with pytest.raises(ConfigError, match=r"mechanism.exit.from_layer.*1-based"):
+        ExitConfig(from_layer=0)
+
+
 def test_pair_pooling_reads_each_segment_and_exits_per_example():
     """pooling=pair: the heads read (u, v, |u - v|, u * v) of the two segments' means ([CLS] .. first [SEP], then
     the rest); a single sentence has v = 0; rows still exit one by one, as they would alone."""
