@@ -26,7 +26,9 @@
 #        EAT=joint: the EAT model is the whole static model trained with its exit heads, the static model as teacher
 #        (experiment=eat_joint), in <task>_eat_joint[_HEADS]_seedSEED, its point in pairs_seedSEED[_HEADS]_joint;
 #        STAGE2=joint trains it); REF=static: select measures the budget against the static fine-tune
-#        (eat.select reference=), not the EAT checkpoint's own final head, point in ..._refstatic)
+#        (eat.select reference=), not the EAT checkpoint's own final head, point in ..._refstatic; GRID: select's
+#        grid (default pairs); POINT=NAME: the point's folder gets the suffix _NAME, e.g. for a selection over
+#        part of the grid: POINT=exits SELECT_ARGS="~grid.namesake")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:?usage: pairs.sh mnli|qqp SEED}
@@ -39,16 +41,10 @@ O=${OUT:-outputs}
 PY=.venv/bin/python
 R=${RESULTS:-experiments/results}  # where the CSVs go; summaries (markdown) go to S
 S=${SUMMARIES:-experiments}
-STATIC=$O/${T}_static_seed$SEED/checkpoints/best.ckpt
-E0=$O/${T}_eat_seed$SEED/checkpoints/best.ckpt
 EAT=${EAT:-distill}
-case $EAT in distill|joint) ;; *) echo "EAT=$EAT: allowed values are distill, joint" >&2; exit 2 ;; esac
-E1=$O/${T}_eat_${EAT}${HEADS:+_$HEADS}_seed$SEED/checkpoints/best.ckpt
-E1_MEAN=$O/${T}_eat_distill_seed$SEED/checkpoints/best.ckpt
+source experiments/pairs_paths.sh
+pair_paths $SEED
 H=(); [ -n "${HEADS:-}" ] && H=(mechanism.exit.pooling=$HEADS)
-J=; [ $EAT = joint ] && J=_joint
-case ${REF:-} in ''|static) ;; *) echo "REF=$REF: allowed values are static (or unset)" >&2; exit 2 ;; esac
-OP=$R/${T}_offline_select/pairs_seed$SEED${HEADS:+_$HEADS}$J${CONFIDENCE:+_confidence$CONFIDENCE}${REF:+_ref$REF}/operating_point.yaml
 EXP=experiment=${T}_offline
 C=(seed=$SEED data.dir=$GLUE trainer.enable_progress_bar=false "eval_batch_sizes=[32]" results_csv=$R/${T}_offline.csv "$@")
 
@@ -70,7 +66,7 @@ if [[ $STEPS == *heads* ]]; then
     --out $R/exit_heads/${T}${HEADS:+_$HEADS}_seed$SEED.csv --summary $S/${T}${HEADS:+_$HEADS}_exit_heads.md
 fi
 if [[ $STEPS == *select* ]]; then
-  $PY -m eat.select grid=pairs out=$OP candidates=3 ${CONFIDENCE:+confidence=$CONFIDENCE} ${REF:+reference=$STATIC} \
+  $PY -m eat.select grid=${GRID:-pairs} out=$OP candidates=3 ${CONFIDENCE:+confidence=$CONFIDENCE} ${REF:+reference=$STATIC} \
     ${SELECT_ARGS:-} \
     -- $EXP ckpt_path=$E1 seed=$SEED data.dir=$GLUE "${H[@]}" "$@"
 fi

@@ -211,6 +211,18 @@ def test_pairs_script_runs_every_step_on_a_tiny_model(tmp_path):
     r = subprocess.run(["bash", str(ROOT / "experiments" / "pairs.sh"), "mnli", "0"], capture_output=True,
                        env={**env, "REF": "final"}, text=True, timeout=60)
     assert r.returncode == 2 and "REF=final: allowed values are static" in r.stderr
+    # pairs_bench_seeds.sh: every listed seed's point against one static model, in one harness run
+    seeds = ROOT / "experiments" / "pairs_bench_seeds.sh"
+    r = subprocess.run(["bash", str(seeds), "mnli", "0", "model=tiny", "data.max_eval_samples=24", "threads=1"],
+                       env={**env, "HEADS": "pair", "REF": "static", "BENCH_BS": "8"}, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(csv.DictReader(open(res / "mnli_pairs_seeds_pair_refstatic.csv")))
+    assert [(x["batch_size"], x["operating_point_source"]) for x in rows] == [("8", "manual"), ("8", "selection")]
+    assert rows[1]["speedup_vs"] == "static" and int(rows[1]["passes"]) >= 5
+    r = subprocess.run(["bash", str(seeds), "mnli", "0 1"], env={**env, "HEADS": "pair"}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "mnli_static_seed1" in r.stderr and "not found (seed 1)" in r.stderr
 
 
 def test_selection_vs_dev_table_pairs_each_chosen_point_with_its_evaluation_rows(tmp_path, capsys):
