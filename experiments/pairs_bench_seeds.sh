@@ -29,7 +29,7 @@ for SEED in "${SEEDS[@]}"; do
   for f in $STATIC $E1 $OP; do [ -f $f ] || { echo "pairs_bench_seeds.sh: $f not found (seed $SEED)" >&2; exit 2; }; done
   CFGS+=(--config eat_seed$SEED seed=$SEED ckpt_path=$E1 operating_point=$OP)
 done
-NAME=${NAME:-pairs_seeds${HEADS:+_$HEADS}$J${CONFIDENCE:+_confidence$CONFIDENCE}${REF:+_ref$REF}}
+NAME=${NAME:-pairs_seeds${HEADS:+_$HEADS}$J${CONFIDENCE:+_confidence$CONFIDENCE}${REF:+_ref$REF}${POINT:+_$POINT}}
 for BS in ${BENCH_BS:-32 1}; do
   LIM=(); [ $BS = 1 ] && LIM=(--max-examples ${N1:-2000}); [ $BS = 32 ] && [ -n "${N32:-}" ] && LIM=(--max-examples $N32)
   $PY -m eat.bench --ckpt $BASE --task $T --glue $GLUE --batch-sizes $BS --passes 5 \
