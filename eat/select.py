@@ -217,7 +217,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         static = evaluate_point("static", [*plain, "mechanism=none",
                                            *([f"ckpt_path={sc.reference}"] if sc.reference else [])],
                                 sc.split, sc.batch_size)
-        ckpt = compose(common).ckpt_path if sc.reference else static["built"].rc.ckpt_path
         print(f"[eat] select: static {static['metric']}={100 * static['score']:.2f} on {static['n']} {sc.split} rows"
               + (f" (reference={sc.reference})" if sc.reference else "") + "; "
               f"{len(grid)} points, budget {sc.budget} points"
@@ -249,8 +248,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ConfigError(f"budget={sc.budget}: no point of the grid is within {sc.budget} points of the static "
                               f"model on {sc.split}{at} ({100 * static['score']:.2f}); widen the grid or the budget"
                               + (" or lower confidence" if at else ""))
-        write_operating_point(sc.out, task, chosen, static, ckpt, sc.split, sc.budget, sc.speed, sc.confidence,
-                              sc.reference)
+        write_operating_point(sc.out, task, chosen, static, chosen["built"].rc.ckpt_path, sc.split, sc.budget,
+                              sc.speed, sc.confidence, sc.reference)
     how = f"speed-up {chosen['speedup']:.2f}x (median of {sc.passes} passes)" if "speedup" in chosen else \
         f"FLOPs reduction {chosen['flops_reduction']:.2f}x"
     print(f"[eat] select: chose {chosen['label']}: {100 * chosen['score']:.2f} (static {100 * static['score']:.2f}), "
