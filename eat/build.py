@@ -147,7 +147,7 @@ def prepare_for_eval(rc: RunConfig, module, dm) -> None:
     if rc.runtime.name != "eager":
         from eat.runtimes import apply_runtime
 
-        apply_runtime(module.encoder, rc.runtime)
+        module.encoder = apply_runtime(module.encoder, rc.runtime)
 
 
 def build_for_eval(rc: RunConfig, dm, eval_splits: Optional[List[str]] = None, config_blocks: Optional[Dict] = None):

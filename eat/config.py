@@ -143,6 +143,10 @@ class RuntimeConfig:
     # runtime=int8 only: under ort_int8 the heads run in eager fp32 anyway). For the agreement with fp32
     # (experiments/int8_agreement.py): each saves an exit decision or two at a price in speed.
     fp32_linears: List[str] = field(default_factory=list)
+    # runtime=ort / ort_int8: layer = one ORT session per layer, the mechanisms act in Python between them; whole =
+    # the whole forward, exits, row compaction and pruning included, as one ORT graph with nested If nodes
+    # (eat/whole_graph.py: no Python between layers; exit by confidence and pruning of single sentences only).
+    graph: str = "layer"
 
     def __post_init__(self) -> None:
         _choice("runtime.name", self.name, RUNTIMES)
@@ -155,6 +159,9 @@ class RuntimeConfig:
         _check(self.name != "ort_int8" or not heads, "runtime.fp32_linears", list(self.fp32_linears),
                f"runtime=ort_int8 quantizes the layer bodies only, its heads are fp32 already: drop {heads} "
                f"(allowed: q, k, v, o, ffn_in, ffn_out)")
+        _choice("runtime.graph", self.graph, ("layer", "whole"))
+        _check(self.graph == "layer" or self.name in ("ort", "ort_int8"), "runtime.graph", self.graph,
+               f"applies to runtime=ort and ort_int8 only (runtime={self.name})")
         _check(self.opset >= 14, "runtime.opset", self.opset, "must be >= 14 (scaled_dot_product_attention export)")
 
 

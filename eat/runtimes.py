@@ -66,25 +66,29 @@ def session_options(threads: Optional[int] = None):
     return so
 
 
-def ort_session(path: str, int8: bool, per_channel: bool = True, keep=(), only_under: str = ""):
-    """An ORT CPU session of the ONNX file at `path`; `int8`: ORT dynamic quantization first (QInt8 weights,
-    one scale per output channel unless not `per_channel`; activations quantized per call), written next to it.
-    The MatMuls of the Linears named in `keep` (runtime.fp32_linears), and with `only_under` those outside that
-    module path (e.g. "/layer/": the heads fused into a layer graph), stay fp32."""
+def ort_int8_file(path: str, per_channel: bool = True, keep=(), only_under: str = "") -> str:
+    """ORT dynamic quantization of the ONNX file at `path` (QInt8 weights, one scale per output channel unless not
+    `per_channel`; activations quantized per call), written next to it; returns the new file's path. The MatMuls
+    of the Linears named in `keep` (runtime.fp32_linears), and with `only_under` those outside that module path
+    (e.g. "/layer/": the heads fused into a layer graph), stay fp32."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # torch.onnx names a Linear's MatMul by its module path: /layer/ffn_out/MatMul
+    exclude = [n.name for n in onnx.load(path).graph.node if n.op_type in ("MatMul", "Gemm") and
+               (any(f"/{part}/" in n.name for part in keep) or not n.name.startswith(only_under))]
+    exclude += [f"{n}_MatMul" for n in exclude if n.endswith("Gemm")]  # the quantizer splits a Gemm first
+    q_path = path.replace(".onnx", ".int8.onnx")
+    quantize_dynamic(path, q_path, weight_type=QuantType.QInt8, per_channel=per_channel, nodes_to_exclude=exclude)
+    return q_path
+
+
+def ort_session(path, int8: bool = False, per_channel: bool = True, keep=(), only_under: str = ""):
+    """An ORT CPU session of the ONNX file at `path` (or a serialized model), after `ort_int8_file` if `int8`."""
     import onnxruntime as ort
 
     if int8:
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        # torch.onnx names a Linear's MatMul by its module path: /layer/ffn_out/MatMul
-        exclude = [n.name for n in onnx.load(path).graph.node if n.op_type in ("MatMul", "Gemm") and
-                   (any(f"/{part}/" in n.name for part in keep) or not n.name.startswith(only_under))]
-        exclude += [f"{n}_MatMul" for n in exclude if n.endswith("Gemm")]  # the quantizer splits a Gemm first
-        q_path = path.replace(".onnx", ".int8.onnx")
-        quantize_dynamic(path, q_path, weight_type=QuantType.QInt8, per_channel=per_channel,
-                         nodes_to_exclude=exclude)
-        path = q_path
+        path = ort_int8_file(path, per_channel, keep, only_under)
     return ort.InferenceSession(path, sess_options=session_options(), providers=["CPUExecutionProvider"])
 
 
@@ -127,6 +131,21 @@ def export_layer(graph: _LayerGraph, path: str, opset: int) -> List[str]:
     return outputs
 
 
+def layer_file(layer: Layer, folder: str, name: str, int8: bool, received: bool, cfg: RuntimeConfig,
+               readouts: Optional[Dict[str, nn.Module]] = None) -> Tuple[str, List[str]]:
+    """One layer (with `readouts` and, if `received`, the attention each token received) as an ONNX file in
+    `folder`, ORT INT8 if `int8`: (its path, its output names). Shared by the per-layer sessions (OrtLayer) and
+    the whole-graph runtime (eat/whole_graph.py), so both run the same layer graphs."""
+    if int8 and cfg.activation == "token":  # ORT quantizes the normalized MatMuls (TokenNormLinear)
+        layer = swap_linears(copy.deepcopy(layer), lambda lin: TokenNormLinear(lin, cfg.per_channel),
+                             cfg.fp32_linears)
+    path = os.path.join(folder, f"{name}.onnx")
+    outputs = export_layer(_LayerGraph(layer, received, dict(readouts or {})), path, cfg.opset)
+    if int8:  # only the layer body is quantized: the readouts (heads) stay fp32, as the final head does
+        path = ort_int8_file(path, cfg.per_channel, cfg.fp32_linears, only_under="/layer/")
+    return path, outputs
+
+
 class OrtLayer(nn.Module):
     """Drop-in for `Layer` in the encoder's loop: the same call and results, the body run by ONNX Runtime, plus
     the readouts of `readouts` ({plugin name: module}) as a fourth result. Sessions for the received-attention
@@ -136,16 +155,12 @@ class OrtLayer(nn.Module):
                  readouts: Optional[Dict[str, nn.Module]] = None):
         super().__init__()
         self.H, self.D = layer.H, layer.q.in_features
-        if int8 and cfg.activation == "token":  # ORT quantizes the normalized MatMuls (TokenNormLinear)
-            layer = swap_linears(copy.deepcopy(layer), lambda lin: TokenNormLinear(lin, cfg.per_channel),
-                                 cfg.fp32_linears)
         self.readout_names = list(readouts or {})
         self.sessions = {}
         for received in (False, True) if with_received else (False,):
-            path = os.path.join(folder, f"{name}{'_received' if received else ''}.onnx")
-            outputs = export_layer(_LayerGraph(layer, received, dict(readouts or {})), path, cfg.opset)
-            # only the layer body is quantized: the readouts (heads) stay fp32, as the final head does
-            sess = ort_session(path, int8, cfg.per_channel, cfg.fp32_linears, only_under="/layer/")
+            path, outputs = layer_file(layer, folder, f"{name}{'_received' if received else ''}", int8, received,
+                                       cfg, readouts)
+            sess = ort_session(path)
             # the exporter drops an input the graph never reads (query_mask, with no readout and no received)
             self.sessions[received] = (sess, outputs, {i.name for i in sess.get_inputs()})
 
@@ -175,15 +190,7 @@ class OrtEmbeddings(nn.Module):
     def __init__(self, embed: nn.Module, folder: str, opset: int):
         super().__init__()
         self.types = embed.token_type is not None
-        path = os.path.join(folder, "embeddings.onnx")
-        ids = torch.ones(2, 5, dtype=torch.long)
-        names = ["input_ids", *(["token_type_ids"] if self.types else [])]
-        with torch.no_grad():
-            torch.onnx.export(_Embed(embed.eval(), self.types), (ids, ids.clone()) if self.types else (ids,), path,
-                              input_names=names, output_names=["hidden"],
-                              dynamic_axes={n: {0: "b", 1: "l"} for n in [*names, "hidden"]},
-                              opset_version=opset, dynamo=False)
-        self.session = ort_session(path, False)
+        self.session = ort_session(embeddings_file(embed, folder, opset))
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor]) -> Tensor:
         feed = {"input_ids": input_ids.contiguous().numpy()}
@@ -191,6 +198,21 @@ class OrtEmbeddings(nn.Module):
             tt = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
             feed["token_type_ids"] = tt.contiguous().numpy()
         return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def embeddings_file(embed: nn.Module, folder: str, opset: int) -> str:
+    """The embeddings as an fp32 ONNX file in `folder` (inputs input_ids and, if the model has token types,
+    token_type_ids; output hidden); returns its path."""
+    types = embed.token_type is not None
+    path = os.path.join(folder, "embeddings.onnx")
+    ids = torch.ones(2, 5, dtype=torch.long)
+    names = ["input_ids", *(["token_type_ids"] if types else [])]
+    with torch.no_grad():
+        torch.onnx.export(_Embed(embed.eval(), types), (ids, ids.clone()) if types else (ids,), path,
+                          input_names=names, output_names=["hidden"],
+                          dynamic_axes={n: {0: "b", 1: "l"} for n in [*names, "hidden"]},
+                          opset_version=opset, dynamo=False)
+    return path
 
 
 class _Embed(nn.Module):
@@ -265,24 +287,30 @@ class TokenInt8Linear(nn.Module):
 
 class TokenNormLinear(nn.Module):
     """What an ORT INT8 layer graph computes for one nn.Linear, exported in fp32 before ORT's quantize_dynamic:
-    the per-token normalization, the anchor row and a MatMul with constant (INT8-rounded) weights, which ORT
+    the per-token normalization, two anchor features and a MatMul with constant (INT8-rounded) weights, which ORT
     then quantizes (DynamicQuantizeLinear over [-1, 1] exactly, per-channel INT8 weights). In fp32 it equals
-    the Linear up to the weight rounding."""
+    the Linear up to the weight rounding.
+
+    The anchors (-1 and +1, as TokenInt8Linear's anchor row) are two extra input features of every token, with
+    zero weights: they fix the quantizer's range without touching the product, and, unlike an extra row, need no
+    reshape to (M, K) and back. At bs=1 the graph's many small ops, not its matmuls, are the cost: this form has
+    no shape arithmetic (experiments/runtimes_tried.md)."""
 
     def __init__(self, lin: nn.Linear, per_channel: bool = True):
         super().__init__()
         wq, _ = fake_quant_weight(lin.weight.detach().float(), per_channel)
-        self.weight_t = nn.Parameter(wq.t().contiguous(), requires_grad=False)  # (K, N): MatMul's constant B
+        w_t = torch.cat([wq.t(), torch.zeros(2, wq.shape[0])])  # (K + 2, N): MatMul's constant B, anchors last
+        self.weight_t = nn.Parameter(w_t.contiguous(), requires_grad=False)
         self.w_sum = nn.Parameter(wq.sum(1), requires_grad=False)
         b = lin.bias.detach().float().clone() if lin.bias is not None else torch.zeros(wq.shape[0])
         self.bias = nn.Parameter(b, requires_grad=False)
-        self.anchor = nn.Parameter(anchor_row(wq.shape[1]), requires_grad=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        xn, mid, half = token_normalize(x.reshape(-1, shape[-1]))
-        y = (torch.cat([xn, self.anchor]) @ self.weight_t)[:-1]
-        return (y * half + mid * self.w_sum + self.bias).reshape(*shape[:-1], self.weight_t.shape[1])
+    def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
+        hi, lo = x.amax(-1, keepdim=True), x.amin(-1, keepdim=True)
+        mid, half = (hi + lo) * 0.5, ((hi - lo) * 0.5).clamp_min(1e-8)
+        xn = ((x - mid) * half.reciprocal()).clamp(-1.0, 1.0)
+        xn = F.pad(F.pad(xn, (0, 1), value=-1.0), (0, 1), value=1.0)  # (..., K + 2)
+        return (xn @ self.weight_t) * half + (mid * self.w_sum + self.bias)
 
 
 def swap_linears(module: nn.Module, make, keep=(), _path: str = "") -> nn.Module:
@@ -313,8 +341,9 @@ def quantize_int8(module: nn.Module, per_channel: bool = True, keep=()) -> nn.Mo
         return quantize_dynamic(module, spec, dtype=torch.qint8, inplace=True)
 
 
-def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> Encoder:
-    """Switch a loaded encoder (in eval mode, weights final) to the runtime; returns it (changed in place)."""
+def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> nn.Module:
+    """Switch a loaded encoder (in eval mode, weights final) to the runtime; returns it (changed in place), or
+    with runtime.graph=whole the module that replaces it."""
     encoder.eval()
     if cfg.name == "eager":
         return encoder
@@ -322,6 +351,10 @@ def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> Encoder:
         if cfg.activation == "tensor":
             return quantize_int8(encoder, cfg.per_channel, cfg.fp32_linears)
         return swap_linears(encoder, lambda lin: TokenInt8Linear(lin, cfg.per_channel), cfg.fp32_linears)
+    if cfg.graph == "whole":  # the whole forward as one ORT graph (eat/whole_graph.py): a new module
+        from eat.whole_graph import WholeGraphEncoder
+
+        return WholeGraphEncoder(encoder, cfg)
     mechanisms = list(encoder.mechanisms.values())
     # exported into a temporary folder, never the repository: the sessions hold the graphs in memory
     with tempfile.TemporaryDirectory(prefix="eat-ort-") as folder, quiet_export():

@@ -56,12 +56,20 @@ fi
 CONFIGS+=(--config eat_eager operating_point=$OP
   --config eat_int8 operating_point=$OP runtime=int8
   --config eat_ort operating_point=$OP runtime=ort
-  --config eat_ort_int8 operating_point=$OP runtime=ort_int8
+  --config eat_ort_int8 operating_point=$OP runtime=ort_int8)
+# the whole forward as one ORT graph (runtime.graph=whole, eat/whole_graph.py: exits and pruning inside the graph);
+# it runs exits by confidence and pruning of single sentences, so the pair tasks' points keep the per-layer sessions
+[ $TASK = sst2 ] && CONFIGS+=(--config eat_ort_whole operating_point=$OP runtime=ort runtime.graph=whole
+  --config eat_ort_int8_whole operating_point=$OP runtime=ort_int8 runtime.graph=whole)
+# INT8 with the FFN output projection left in fp32 (closer agreement with fp32, slower; FFN_FP32=1 adds them)
+[ -n "${FFN_FP32:-}" ] && CONFIGS+=(
   --config eat_int8_ffn_fp32 operating_point=$OP runtime=int8 "runtime.fp32_linears=[ffn_out,head,heads]"
   --config eat_ort_int8_ffn_fp32 operating_point=$OP runtime=ort_int8 "runtime.fp32_linears=[ffn_out]")
 # The INT8 runtimes' earlier activation scheme (one scale per call, batch-dependent), for the record (TENSOR_SCHEME= drops it)
 [ -n "${TENSOR_SCHEME-1}" ] && CONFIGS+=(--config eat_int8_tensor operating_point=$OP runtime=int8 runtime.activation=tensor
   --config eat_ort_int8_tensor operating_point=$OP runtime=ort_int8 runtime.activation=tensor)
+[ -n "${TENSOR_SCHEME-1}" ] && [ $TASK = sst2 ] && CONFIGS+=(
+  --config eat_ort_int8_whole_tensor operating_point=$OP runtime=ort_int8 runtime.graph=whole runtime.activation=tensor)
 
 bench() {  # bench BATCH_SIZES [eat.bench args...]
   local bs=$1; shift

@@ -30,13 +30,15 @@ from tests.conftest import GLUE_DIR, ROOT, compose_cfg, needs_glue, run_script, 
 
 
 
-def _tiny_eat(seed: int = 0) -> Encoder:
+def _tiny_eat(seed: int = 0, sparse: bool = True) -> Encoder:
     """A tiny encoder with every mechanism that acts between layers: pruning by received attention (the ORT
-    layer's second output), a local window narrower than the rows (the L x L mask), and exits."""
+    layer's second output), a local window narrower than the rows (the L x L mask; not with sparse=False), and
+    exits."""
     torch.manual_seed(seed)
     c = EncoderConfig(vocab_size=300, hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128)
-    mc = MechanismConfig(name="prune+sparse+exit", prune=PruneConfig(keep_ratios=[0.7, 0.7]),
-                         sparse=SparseConfig(window=6), exit=ExitConfig(threshold=0.8))
+    mc = MechanismConfig(name="prune+sparse+exit" if sparse else "prune+exit",
+                         prune=PruneConfig(keep_ratios=[0.7, 0.7]),
+                         sparse=SparseConfig(window=6) if sparse else None, exit=ExitConfig(threshold=0.8))
     enc = Encoder(c, build_mechanisms(mc, c)).eval()
     ex = enc.mechanisms["exit"]
     with torch.no_grad():  # varied exit heads, and a threshold that lets about half the rows leave at layer 1
@@ -324,15 +326,14 @@ def test_ort_int8_keeps_the_named_matmuls_fp32(activation, monkeypatch):
     from eat import runtimes
 
     graphs = []
-    real = runtimes.ort_session
+    real = runtimes.ort_int8_file
 
-    def spy(path, int8, per_channel=True, keep=(), **kw):
-        sess = real(path, int8, per_channel, keep, **kw)
-        if int8:  # the embeddings session is fp32 by design: only the layer graphs are quantized
-            graphs.append(onnx.load(path.replace(".onnx", ".int8.onnx")))
-        return sess
+    def spy(path, *args, **kw):  # the embeddings are fp32 by design: only the layer graphs are quantized
+        q_path = real(path, *args, **kw)
+        graphs.append(onnx.load(q_path))
+        return q_path
 
-    monkeypatch.setattr(runtimes, "ort_session", spy)
+    monkeypatch.setattr(runtimes, "ort_int8_file", spy)
     enc = _tiny_eat()
     q = apply_runtime(copy.deepcopy(enc), RuntimeConfig(name="ort_int8", activation=activation,
                                                          fp32_linears=["ffn_out"]))
@@ -351,6 +352,58 @@ def test_ort_int8_keeps_the_named_matmuls_fp32(activation, monkeypatch):
     ids, mask, _ = _rows()
     with torch.no_grad():  # the encoder with these sessions still runs end to end
         assert q(ids, mask).logits.shape == enc(ids, mask).logits.shape
+
+
+# ----------------------------------------------------------------------------- runtime.graph=whole
+@pytest.mark.parametrize("name", ["ort", "ort_int8"])
+def test_whole_graph_equals_the_layer_loop_and_is_batch_invariant(name):
+    """runtime.graph=whole (the whole forward as one ORT graph with nested If nodes, eat/whole_graph.py) gives what
+    the layer loop gives: fp32 the eager logits (1e-4), INT8 the per-layer ORT INT8 session's (same layer graphs),
+    with the same exit layers, kept tokens per layer and FLOPs; rows leave at several layers and pruning acts. And
+    bs=1 equals one padded batch (row compaction, re-padding and pruning in the graph depend on the row only)."""
+    from eat.whole_graph import WholeGraphEncoder
+
+    torch.set_num_threads(1)
+    enc = _tiny_eat(sparse=False)
+    ref = enc if name == "ort" else _runtime(enc, name)
+    whole = apply_runtime(copy.deepcopy(enc), RuntimeConfig(name=name, graph="whole"))
+    assert isinstance(whole, WholeGraphEncoder)
+    ids, mask, lengths = _rows()
+    with torch.no_grad():
+        a, b = ref(ids, mask), whole(ids, mask)
+        single = [whole(ids[r:r + 1, :k], mask[r:r + 1, :k]) for r, k in enumerate(lengths.tolist())]
+    assert b.exit_layer.unique().numel() > 1 and bool((b.tokens_kept[:, 1] < b.tokens_in).any())
+    assert torch.equal(a.exit_layer, b.exit_layer) and torch.equal(a.tokens_kept, b.tokens_kept)
+    assert torch.allclose(a.flops, b.flops, rtol=1e-12) and torch.equal(a.static_flops, b.static_flops)
+    assert torch.allclose(a.logits, b.logits, atol=1e-4 if name == "ort" else 1e-5, rtol=0)
+    assert torch.equal(b.exit_layer, torch.cat([s.exit_layer for s in single]))
+    assert torch.equal(b.tokens_kept, torch.cat([s.tokens_kept for s in single]))
+    assert torch.allclose(b.logits, torch.cat([s.logits for s in single]), atol=1e-4 if name == "ort" else 5e-3, rtol=0)
+    # the threshold is read at each call (eval-time changes apply): no row is sure of 1.0 + 0.5
+    enc.mechanisms["exit"].threshold = whole.exit.threshold = 1.5
+    with torch.no_grad():
+        assert torch.equal(whole(ids, mask).exit_layer, torch.full_like(b.exit_layer, 4))
+
+
+def test_whole_graph_refuses_what_it_cannot_run():
+    """At start-up (ConfigError naming the key and the way out), and a batch of sentence pairs under segment-wise
+    pruning when it arrives; runtime.graph=whole exists for the ORT runtimes only."""
+    enc = _tiny_eat()  # with the local window, which acts between layers
+    with pytest.raises(ConfigError, match=r"cannot run mechanism.sparse.*runtime.graph=layer"):
+        apply_runtime(copy.deepcopy(enc), RuntimeConfig(name="ort", graph="whole"))
+    pat = _tiny_eat(sparse=False)
+    pat.mechanisms["exit"].cfg.criterion = "patience"
+    with pytest.raises(ConfigError, match=r"criterion='patience'.*allowed: \['confidence'\]"):
+        apply_runtime(pat, RuntimeConfig(name="ort", graph="whole"))
+    with pytest.raises(ConfigError, match=r"runtime.graph.*whole.*ort and ort_int8 only"):
+        RuntimeConfig(name="int8", graph="whole")
+    with pytest.raises(ConfigError, match=r"runtime.graph.*allowed"):
+        RuntimeConfig(name="ort", graph="fused")
+    whole = apply_runtime(_tiny_eat(sparse=False), RuntimeConfig(name="ort", graph="whole"))
+    ids, mask, _ = _rows()
+    ids[:, 3] = ids[:, 6] = 102  # two [SEP]: sentence pairs
+    with pytest.raises(RuntimeError, match="single sentences only"), torch.no_grad():
+        whole(ids, mask)
 
 
 # ----------------------------------------------------------------------------- end to end (eval.py)
@@ -391,6 +444,16 @@ def test_peers_and_runtimes_run_through_eval_py(tmp_path, tiny_ckpt):
     for bs in ("1", "8"):  # fp32 ORT: the eager accuracy, FLOPs and kept tokens, at either batch size
         for col in ("accuracy", "avg_token_retention", "gflops_per_example"):
             assert by["ort"][bs][col] == by["eager"][bs][col], col
+
+    # the whole forward as one ORT graph: what the per-layer sessions give, through eval.py's build path
+    r = run_script("eval.py", ["-m", *tiny_overrides(tmp_path, "threads=1", f"ckpt_path={tiny_ckpt}"),
+                               f"results_csv={tmp_path}/graph_${{runtime.graph}}.csv", "mechanism=prune",
+                               "runtime=ort", "runtime.graph=layer,whole"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    by = {g: {row["batch_size"]: row for row in _results(tmp_path / f"graph_{g}.csv")} for g in ("layer", "whole")}
+    for bs in ("1", "8"):
+        for col in ("accuracy", "avg_token_retention", "gflops_per_example"):
+            assert by["whole"][bs][col] == by["layer"][bs][col], col
 
 
 @needs_glue
