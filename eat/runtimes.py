@@ -287,30 +287,31 @@ class TokenInt8Linear(nn.Module):
 
 class TokenNormLinear(nn.Module):
     """What an ORT INT8 layer graph computes for one nn.Linear, exported in fp32 before ORT's quantize_dynamic:
-    the per-token normalization, two anchor features and a MatMul with constant (INT8-rounded) weights, which ORT
-    then quantizes (DynamicQuantizeLinear over [-1, 1] exactly, per-channel INT8 weights). In fp32 it equals
-    the Linear up to the weight rounding.
+    each token mapped onto [0, 1] by its own range, one anchor feature and a MatMul with constant (INT8-rounded)
+    weights, which ORT then quantizes (DynamicQuantizeLinear over [0, 1] exactly, per-channel INT8 weights):
+    y = r * (q(xn) @ q(W)) + lo * rowsum(q(W)) + b, with xn = (x - lo) / r, r = hi - lo. In fp32 it equals the
+    Linear up to the weight rounding.
 
-    The anchors (-1 and +1, as TokenInt8Linear's anchor row) are two extra input features of every token, with
-    zero weights: they fix the quantizer's range without touching the product, and, unlike an extra row, need no
-    reshape to (M, K) and back. At bs=1 the graph's many small ops, not its matmuls, are the cost: this form has
-    no shape arithmetic (experiments/runtimes_tried.md)."""
+    The quantizer's range is fixed for every batch: 0 is always in it (DynamicQuantizeLinear's rule; each token's
+    minimum maps to exactly 0) and the anchor feature, +1 with zero weights, is its maximum. So each token is
+    quantized by its own range only (batch invariance), with TokenInt8Linear's 256 levels per token. At bs=1 the
+    graph's many small ops, not its matmuls, are the cost, so this form has no reshapes and one pad
+    (experiments/runtimes_tried.md)."""
 
     def __init__(self, lin: nn.Linear, per_channel: bool = True):
         super().__init__()
         wq, _ = fake_quant_weight(lin.weight.detach().float(), per_channel)
-        w_t = torch.cat([wq.t(), torch.zeros(2, wq.shape[0])])  # (K + 2, N): MatMul's constant B, anchors last
+        w_t = torch.cat([wq.t(), torch.zeros(1, wq.shape[0])])  # (K + 1, N): MatMul's constant B, anchor last
         self.weight_t = nn.Parameter(w_t.contiguous(), requires_grad=False)
         self.w_sum = nn.Parameter(wq.sum(1), requires_grad=False)
         b = lin.bias.detach().float().clone() if lin.bias is not None else torch.zeros(wq.shape[0])
         self.bias = nn.Parameter(b, requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
-        hi, lo = x.amax(-1, keepdim=True), x.amin(-1, keepdim=True)
-        mid, half = (hi + lo) * 0.5, ((hi - lo) * 0.5).clamp_min(1e-8)
-        xn = ((x - mid) * half.reciprocal()).clamp(-1.0, 1.0)
-        xn = F.pad(F.pad(xn, (0, 1), value=-1.0), (0, 1), value=1.0)  # (..., K + 2)
-        return (xn @ self.weight_t) * half + (mid * self.w_sum + self.bias)
+        lo = x.amin(-1, keepdim=True)
+        r = (x.amax(-1, keepdim=True) - lo).clamp_min(1e-8)
+        xn = F.pad(((x - lo) * r.reciprocal()).clamp(0.0, 1.0), (0, 1), value=1.0)  # (..., K + 1)
+        return (xn @ self.weight_t) * r + (lo * self.w_sum + self.bias)
 
 
 def swap_linears(module: nn.Module, make, keep=(), _path: str = "") -> nn.Module:
