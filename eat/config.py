@@ -126,7 +126,8 @@ class RuntimeConfig:
     """How the evaluated encoder executes (eat/runtimes.py); training always runs eager fp32.
     eager: fp32 PyTorch. int8: torch INT8 on every nn.Linear (layers, final and exit heads).
     ort / ort_int8: each layer body one ONNX Runtime session (fp32 / ORT dynamic INT8 weights), dynamic batch
-    and length; embeddings, heads and the mechanisms stay in PyTorch and act between layers."""
+    and length; embeddings, heads and the mechanisms stay in PyTorch and act between layers (runtime.graph=layer),
+    or the whole forward is one ORT graph (runtime.graph=whole)."""
 
     name: str = "eager"
     opset: int = 17  # ONNX opset of the exported graphs (runtime=ort*, peer=ort_*)

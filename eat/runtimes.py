@@ -13,6 +13,9 @@
   A layer session takes the hidden states and the additive mask of the attention function the mechanisms
   chose (`MaskedAttention.allowed`: dense, or the local window), and a second variant also returns the
   attention each token received, for pruning with criterion=attention.
+- runtime.graph=whole (ort / ort_int8): the same layer graphs, the embeddings, the exit decisions, row compaction,
+  pruning and the final head composed into ONE ORT graph of nested If nodes (eat/whole_graph.py), so no Python
+  runs between layers: at bs=1 that Python cost about as much as a layer's ORT work.
 
 Field notes section 8: ORT's intra-op threads spin after each run and slow down whatever runs next, so
 every session here has spinning off and as many threads as torch.
