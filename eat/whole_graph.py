@@ -21,6 +21,7 @@ import math
 import tempfile
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -154,10 +155,12 @@ class WholeGraphEncoder(nn.Module):
         sc = _Scope(net)
         types = self.c.type_vocab_size > 0
         inputs = [helper.make_tensor_value_info("input_ids", _I64, ["b", "l"]),
-                  helper.make_tensor_value_info("attention_mask", _F, ["b", "l"]),
-                  helper.make_tensor_value_info("protected", _BOOL, ["b", "l"]),
-                  helper.make_tensor_value_info("threshold", _F, []),
-                  helper.make_tensor_value_info("temperature", _F, ["h"])]
+                  helper.make_tensor_value_info("attention_mask", _F, ["b", "l"])]
+        if self.prune is not None:
+            inputs.append(helper.make_tensor_value_info("protected", _BOOL, ["b", "l"]))
+        if self.exit is not None:
+            inputs += [helper.make_tensor_value_info("threshold", _F, []),
+                       helper.make_tensor_value_info("temperature", _F, ["h"])]
         feeds = {"input_ids": "input_ids"}
         if types:
             inputs.append(helper.make_tensor_value_info("token_type_ids", _I64, ["b", "l"]))
@@ -173,7 +176,8 @@ class WholeGraphEncoder(nn.Module):
                sc.op("Expand", [sc.const([[0]], "int64"), BN]),  # kept tokens (B, nl)
                sc.op("Expand", [sc.const([[0]], "int64"), BN]))  # padded length run (B, nl)
         rows = sc.op("Range", [sc.const(0, "int64"), B, sc.const(1, "int64")])
-        outs = self._step(sc, 0, hidden, "attention_mask", "protected", rows, acc)
+        P = "protected" if self.prune is not None else None  # (b, l) bool, carried only for pruning
+        outs = self._step(sc, 0, hidden, "attention_mask", P, rows, acc)
         names = ["logits", "exit_layer", "tokens_kept", "lengths"]
         for o, n in zip(outs, names):
             sc.nodes.append(helper.make_node("Identity", [o], [n], name=net.fresh("out")))
@@ -233,7 +237,7 @@ class WholeGraphEncoder(nn.Module):
             LOGp = part.op("ScatterND", [LOG, gone, part.op("Compress", [z, sure], axis=0)])
             n1 = part.op("Unsqueeze", [n_sure, part.const([0], "int64")])
             EXp = part.op("ScatterND", [EX, gone, part.op("Expand", [part.const(i + 1, "int64"), n1])])
-            Hc, Mc, Pc, Rc = (part.op("Compress", [t, stay], axis=0) for t in (Hn, M, P, R))
+            Hc, Mc, Rc = (part.op("Compress", [t, stay], axis=0) for t in (Hn, M, R))
             pos = part.op("Range", [part.const(1.0, "float32"),
                                     part.op("Add", [part.op("Cast", [l], to=_F), part.const(1.0, "float32")]),
                                     part.const(1.0, "float32")])  # 1..l
@@ -241,17 +245,19 @@ class WholeGraphEncoder(nn.Module):
                                                           part.const([1], "int64")])], to=_I64)  # (1,)
             zero, one = part.const([0], "int64"), part.const([1], "int64")
             cut = lambda t: part.op("Slice", [t, zero, length, one])  # noqa: E731
-            part_out = [LOGp, EXp, cut(Hc), cut(Mc), cut(Pc), Rc]
-            same = [LOG, EX, Hn, M, P, R]
-            types = [_F, _I64, _F, _F, _BOOL, _I64]
-            if rec is not None:
-                part_out.append(cut(part.op("Compress", [rec, stay], axis=0)))
-                same.append(rec)
-                types.append(_F)
+            part_out = [LOGp, EXp, cut(Hc), cut(Mc), Rc]
+            same = [LOG, EX, Hn, M, R]
+            types = [_F, _I64, _F, _F, _I64]
+            for t, typ in ((P, _BOOL), (rec, _F)):  # the protected tokens and received attention, where carried
+                if t is not None:
+                    part_out.append(cut(part.op("Compress", [t, stay], axis=0)))
+                    same.append(t)
+                    types.append(typ)
             some = go.op("Greater", [n_sure, go.const(0, "int64")])
-            vals = self._if(go, some, part, part_out, _Scope(net), same, types)
-            LOGg, EXg, Hg, Mg, Pg, Rg = vals[:6]
-            Hg, Mg, Pg = self._prune(go, i, Hg, Mg, Pg, vals[6] if rec is not None else None)
+            vals = list(self._if(go, some, part, part_out, _Scope(net), same, types))
+            LOGg, EXg, Hg, Mg, Rg = vals[:5]
+            Pg = vals.pop(5) if P is not None else None
+            Hg, Mg, Pg = self._prune(go, i, Hg, Mg, Pg, vals[5] if rec is not None else None)
             go_out = self._step(go, i + 1, Hg, Mg, Pg, Rg, (LOGg, EXg, KEPT, LEN))
             every = sc.op("Equal", [n_sure, b])
             return self._if(sc, every, done, done_out, go, go_out, [_F, _I64, _I64, _I64])
@@ -316,17 +322,19 @@ class WholeGraphEncoder(nn.Module):
         c = self.c
         B, L = input_ids.shape
         mask = attention_mask.bool()
-        protected = self.protected_tokens(input_ids, mask)
-        if self.prune is not None and self.prune.cfg.segments and bool((protected.sum(1) > 1).any()):
-            raise RuntimeError("runtime.graph=whole prunes single sentences only; this batch has sentence pairs "
-                               "(mechanism.prune.segments=true). Use runtime.graph=layer")
-        if self.prune is not None and not self.prune.cfg.segments:
-            protected = protected & (protected.long().cumsum(1) <= 2)  # [CLS] and a pair's first [SEP] (tokens.py)
-        ex = self.exit
-        feed = {"input_ids": input_ids.contiguous().numpy(), "attention_mask": mask.float().numpy(),
-                "protected": protected.numpy(),
-                "threshold": torch.tensor(ex.threshold if ex is not None else 2.0, dtype=torch.float32).numpy(),
-                "temperature": (ex.temperature.float() if ex is not None else torch.ones(1)).contiguous().numpy()}
+        ex, pr = self.exit, self.prune
+        feed = {"input_ids": input_ids.contiguous().numpy(), "attention_mask": mask.float().numpy()}
+        if ex is not None:  # read at each call: eval-time changes of the threshold or temperatures apply
+            feed["threshold"] = np.asarray(ex.threshold, dtype=np.float32)
+            feed["temperature"] = ex.temperature.float().contiguous().numpy()
+        if pr is not None:  # only pruning reads the protected tokens
+            protected = self.protected_tokens(input_ids, mask)
+            if pr.cfg.segments and bool((protected.sum(1) > 1).any()):
+                raise RuntimeError("runtime.graph=whole prunes single sentences only; this batch has sentence "
+                                   "pairs (mechanism.prune.segments=true). Use runtime.graph=layer")
+            if not pr.cfg.segments:
+                protected = protected & (protected.long().cumsum(1) <= 2)  # [CLS] and a pair's first [SEP] (tokens.py)
+            feed["protected"] = protected.numpy()
         if "token_type_ids" in self._inputs:
             tt = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
             feed["token_type_ids"] = tt.contiguous().numpy()
