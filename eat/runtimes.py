@@ -313,7 +313,9 @@ class TokenNormLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
         lo = x.amin(-1, keepdim=True)
         r = (x.amax(-1, keepdim=True) - lo).clamp_min(1e-8)
-        xn = F.pad(((x - lo) * r.reciprocal()).clamp(0.0, 1.0), (0, 1), value=1.0)  # (..., K + 1)
+        # no clamp needed: x - lo >= 0, and a correctly rounded division of x - lo <= r by r is <= 1 (the token's
+        # maximum gives exactly 1), so every batch's range is exactly [0, 1]
+        xn = F.pad((x - lo) / r, (0, 1), value=1.0)  # (..., K + 1)
         return (xn @ self.weight_t) * r + (lo * self.w_sum + self.bias)
 
 
