@@ -11,6 +11,8 @@
 #   CONFIDENCE=C: EAT at the point chosen with eat.select confidence=C (sst2.sh / pairs.sh with CONFIDENCE=C),
 #         written to its own results (TAG_runtimes_confidenceC.csv, bench_TAG_runtimes_confidenceC.md): one table
 #         per run of the harness, never rows of two selection rules mixed.
+#   RUN=NAME: the results of this run of the harness in their own files (TAG_runtimes[_confidenceC]_NAME.csv,
+#         bench_..._NAME.md), never mixed with an earlier run's rows (a table takes each seed's last row per label).
 # Usage: bash experiments/runtimes.sh sst2|mnli|qqp SEED
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +36,7 @@ else
   MAKE="STEPS=train,select bash experiments/pairs.sh $TASK $SEED"
 fi
 [ -n "${CONF:-}" ] && MAKE="CONFIDENCE=$CONFIDENCE $MAKE"
-OUT=${TAG}_runtimes${CONF:-}
+OUT=${TAG}_runtimes${CONF:-}${RUN:+_$RUN}
 for f in $EAT $OP; do
   [ -f $f ] || { echo "error: $f not found: run $MAKE first" >&2; exit 2; }
 done
