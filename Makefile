@@ -110,6 +110,8 @@ report: install
 	  --out experiments/report/sst2_runtimes/headline.md > /dev/null
 	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8.csv \
 	  --out experiments/report/sst2_runtimes_confidence0.8/headline.md > /dev/null
+	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_whole.csv \
+	  --out experiments/report/sst2_runtimes_confidence0.8_whole/headline.md > /dev/null
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
 SEED ?= 42
