@@ -225,7 +225,7 @@ class WholeGraphEncoder(nn.Module):
             # Three cases, so that the common ones run few ops (at bs=1 only the first two happen):
             # every row is sure -> write their logits, done; none is -> go on as is; some are -> compact, go on.
             done = _Scope(net)
-            R1 = done.op("Unsqueeze", [R, done.const([1], "int64")])
+            # (R1, the rows as (b, 1) indices, comes from this layer's bookkeeping in the outer scope)
             done_out = (done.op("ScatterND", [LOG, R1, z]),
                         done.op("ScatterND", [EX, R1, done.op("Expand", [done.const(i + 1, "int64"),
                                                                          done.op("Shape", [R])])]),
@@ -348,10 +348,9 @@ class WholeGraphEncoder(nn.Module):
     def _flops(self, lengths: Tensor, exit_layer: Tensor) -> Tensor:
         """The FLOPs eager's loop counts, from the padded length each row ran each layer at (0: not run)."""
         c = self.c
-        n = lengths.double()
-        dh = c.hidden_size // c.num_heads
-        per_layer = 4 * 2.0 * n * c.hidden_size ** 2 + 2 * 2.0 * n * c.hidden_size * c.intermediate_size \
-            + 4.0 * c.num_heads * n * n * dh
+        n = lengths.double()  # eat.flops' per-row formulas work elementwise on a tensor of lengths
+        per_layer = flops.layer_linear_flops(n, c.hidden_size, c.intermediate_size) + \
+            flops.dense_attention_flops(n, c.hidden_size)
         total = per_layer.sum(1)
         ex = self.exit
         if ex is not None:  # each head consulted: a row in flight after an active head's layer
