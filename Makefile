@@ -111,7 +111,7 @@ report: install
 	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8.csv \
 	  --out experiments/report/sst2_runtimes_confidence0.8/headline.md > /dev/null
 	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_whole.csv \
-	  --out experiments/report/sst2_runtimes_confidence0.8_whole/headline.md > /dev/null
+	  --out experiments/report/sst2_runtimes_confidence0.8_whole/headline.md --peers ort_int8,truncated_k4_ort_int8 > /dev/null
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
 SEED ?= 42

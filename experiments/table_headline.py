@@ -33,7 +33,9 @@ def label(r: Dict[str, str]) -> str:
     return os.path.basename(r["output_dir"].rstrip("/")) or r["mechanism"]
 
 
-def build(rows: List[Dict[str, str]], targets: Dict[int, float], budget: float) -> List[str]:
+def build(rows: List[Dict[str, str]], targets: Dict[int, float], budget: float, peers: List[str] = ()) -> List[str]:
+    """`peers`: labels to compare every configuration with, seed by seed: its speed-up over the peer's, both from the
+    same seed's run of the harness (never across runs)."""
     by = defaultdict(dict)  # (bs, label) -> seed -> row
     for r in rows:
         by[(int(r["batch_size"]), label(r))][int(r["seed"])] = r
@@ -49,7 +51,11 @@ def build(rows: List[Dict[str, str]], targets: Dict[int, float], budget: float) 
         out += [f"### batch size {bs} ({n} examples, seeds {', '.join(map(str, seeds))})", "",
                 *table_head(["configuration", "accuracy, mean ± std", f"Δ vs {base_label}",
                              "speed-up per seed: median [per-pass min-max]", "speed-up, median over seeds",
-                             "ms/example", "exit layer", "operating point"])]
+                             "ms/example", "exit layer", "operating point",
+                             *(f"x vs {pe}, per seed" for pe in peers)])]
+        for pe in peers:
+            if (bs, pe) not in by:
+                raise TableError(f"--peers {pe}: no rows with that label at bs={bs}; labels: {sorted(labels)}")
         for lb in labels:
             per = by[(bs, lb)]
             common = [s for s in seeds if s in per]
@@ -65,14 +71,17 @@ def build(rows: List[Dict[str, str]], targets: Dict[int, float], budget: float) 
             layers = statistics.fmean(float(per[s]["avg_exit_layer"]) for s in common)
             src = sorted({per[s]["operating_point_source"] for s in common})
             std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+            vs = [" / ".join(f"{float(per[s]['speedup']) / float(by[(bs, pe)][s]['speedup']):.2f}x"
+                             for s in common if s in by[(bs, pe)]) for pe in peers]
             out.append(table_row([lb, f"{statistics.fmean(acc):.2f} ± {std:.2f}", dtext, "; ".join(speeds),
-                                  f"{med:.2f}x", f"{ms:.3f}", f"{layers:.2f}", ", ".join(src)]))
+                                  f"{med:.2f}x", f"{ms:.3f}", f"{layers:.2f}", ", ".join(src), *vs]))
             if lb != base_label and bs in targets:
                 # compared at the precision the table prints, so a printed 1.80x never "misses" a 1.8x target
                 speed_ok, acc_ok = round(med, 2) >= targets[bs], round(mean_d, 2) >= -budget
                 out.append(table_row([f"↳ target bs={bs}: >= {targets[bs]}x and within {budget} points",
                                       f"{'met' if acc_ok else 'missed'} (accuracy)", "", "",
-                                      f"{'met' if speed_ok else 'missed'} (speed)", "", "", ""]))
+                                      f"{'met' if speed_ok else 'missed'} (speed)", "", "", "",
+                                      *([""] * len(peers))]))
         out.append("")
     return out
 
@@ -84,6 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--targets", default="", help="e.g. 1=1.8,32=1.6: speed-up targets per batch size")
     p.add_argument("--target-labels", default="eat", help="comma-separated labels the targets apply to")
     p.add_argument("--budget", type=float, default=0.5, help="accuracy target: at most this many points below")
+    p.add_argument("--peers", default="", help="comma-separated labels: a column per peer with each configuration's "
+                   "speed-up over it, seed by seed, within one run")
     a = p.parse_args(argv)
     try:
         targets = {int(k): float(v) for k, v in (kv.split("=") for kv in a.targets.split(",") if kv)}
@@ -93,14 +104,14 @@ def main(argv=None) -> int:
     try:
         rows = read(a.results)
         wanted = set(a.target_labels.split(","))
-        lines = build(rows, targets, a.budget)
+        lines = build(rows, targets, a.budget, [x for x in a.peers.split(",") if x])
         lines = [ln for ln in lines if "↳ target" not in ln or _owner(lines, ln) in wanted]
     except TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     head = [f"# Headline: `{os.path.relpath(a.results)}` (declared harness, eat.bench)", "",
             f"Command: `python experiments/table_headline.py --results {a.results} --out {a.out}"
-            + (f" --targets {a.targets}" if a.targets else "") + "`", ""]
+            + (f" --targets {a.targets}" if a.targets else "") + (f" --peers {a.peers}" if a.peers else "") + "`", ""]
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write("\n".join(head + lines) + "\n")

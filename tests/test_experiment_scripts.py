@@ -103,6 +103,16 @@ def test_headline_table_aggregates_seeds_and_calls_small_differences_no_differen
     eat32 = next(ln for ln in bs32.splitlines() if ln.startswith("| eat |"))
     assert "-1.15 points (-10, -10 examples)" in eat32
     assert "missed (accuracy)" in bs32 and "missed (speed)" in bs32
+    # --peers: each configuration's speed-up over a peer's, seed by seed within a run (eat 1.9x, 1.7x vs peer 1.2x, 2.0x)
+    rows += [row("peer", 42, 1, 0.88, 1.2), row("peer", 43, 1, 0.88, 2.0)]
+    write_csv(path, cols, rows)
+    assert load("table_headline").main(["--results", str(path), "--out", str(out), "--peers", "peer"]) == 2
+    assert "--peers peer: no rows with that label at bs=32" in capsys.readouterr().err  # bs=32 has no peer rows
+    rows += [row("peer", s, 32, 0.88, 1.0) for s in (42, 43)]
+    write_csv(path, cols, rows)
+    assert load("table_headline").main(["--results", str(path), "--out", str(out), "--peers", "peer"]) == 0
+    eat1 = next(ln for ln in out.read_text().split("### batch size 32")[0].splitlines() if ln.startswith("| eat |"))
+    assert eat1.endswith("| 1.58x / 0.85x |")
     rows[0][0] = "lightning"  # a row of another harness is refused, with its line
     write_csv(path, cols, rows)
     assert load("table_headline").main(["--results", str(path), "--out", str(tmp_path / "x.md")]) == 2
