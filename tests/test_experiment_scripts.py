@@ -281,3 +281,26 @@ def test_exit_frontier_leaves_each_row_at_its_first_sure_head():
     assert rows[0.75]["avg_exit_layer"] == round((1 + 4 + 4) / 3, 3) and rows[0.75]["accuracy"] == round(2 / 3, 4)
     assert rows[0.99]["avg_exit_layer"] == 4 and rows[0.99]["agree_with_final"] == 1.0
     assert rows[0.7]["agree_with_final"] == round(1 / 3, 4) and rows[0.7]["layers_saved"] == round(4 / (7 / 3), 3)
+
+
+def test_speedup_bound_fits_the_two_static_models_and_bounds_a_zero_overhead_eat(tmp_path, capsys):
+    """experiments/speedup_bound.py: T(k) = F + k L through the full (6-layer) and truncated (4-layer) rows of one
+    seed's run; an EAT doing e layers of work is bounded by T(4) / (F + e L), and a missing label is an error."""
+    cols = ["harness", "output_dir", "seed", "batch_size", "latency_ms_per_example", "avg_exit_layer", "num_layers",
+            "gflops_per_example", "gflops_static_per_example"]
+
+    def row(label, ms, layers, gflops):
+        return ["eat.bench", f"predictions/seed42/{label}", 42, 1, ms, layers, 6, gflops, 0.6]
+
+    # F = 1.0, L = 0.5: T(6) = 4.0, T(4) = 3.0; the EAT does 2 layers' work (0.2 of 0.6 GFLOPs) in 2.5 ms
+    rows = [row("ort_int8", 4.0, 6, 0.6), row("truncated_k4_ort_int8", 3.0, 4, 0.4), row("eat", 2.5, 3.5, 0.2)]
+    path, out = tmp_path / "r.csv", tmp_path / "b.md"
+    write_csv(path, cols, rows)
+    assert load("speedup_bound").main(["--results", str(path), "--out", str(out), "--configs", "eat"]) == 0
+    line = next(ln for ln in out.read_text().splitlines() if "| eat |" in ln)
+    # measured 3.0 / 2.5 = 1.20x; bound 3.0 / (1.0 + 2 x 0.5) = 1.50x; 1.5x needs e <= (2.0 - 1.0) / 0.5 = 2.00;
+    # no pruning, best depth just above 1: (1.0 + 2 x 0.5) / (1.0 + 1.01 x 0.5) = 1.33x
+    assert "| 1.000 | 0.500 | eat | 3.50 | 2.00 | 2.500 | 1.20x | 1.50x | 2.00 | 1.33x |" in line
+    assert load("speedup_bound").main(["--results", str(path), "--out", str(tmp_path / "x.md"), "--configs", "eat2"]) == 2
+    assert "no row labelled 'eat2'" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()
