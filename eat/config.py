@@ -115,7 +115,7 @@ def mechanism_name(*, _parent_) -> str:
 
 
 # --------------------------------------------------------------------------------------------- runtime
-PEERS = ("hf_static", "hf_int8", "ort_fp32", "ort_int8", "truncated")
+PEERS = ("hf_static", "hf_int8", "ort_fp32", "ort_int8", "ort_int8_opt", "truncated")
 RUNTIMES = ("eager", "int8", "ort", "ort_int8")
 FP32_LINEARS = ("q", "k", "v", "o", "ffn_in", "ffn_out", "head", "heads")  # runtime.fp32_linears
 FUSED_RUNTIMES = ("ort", "ort_int8")  # each layer is one ONNX Runtime graph: no Python inside a layer
@@ -287,7 +287,8 @@ class RunConfig:
     threads: Optional[int] = None  # torch.set_num_threads; None keeps torch's default
     # The static model a user would deploy instead, from the same weights (eat/peers.py): hf_static (HF
     # AutoModelForSequenceClassification, fp32), hf_int8 (the same + torch dynamic INT8), ort_fp32 / ort_int8
-    # (ONNX export in ONNX Runtime, fp32 / ORT dynamic INT8), truncated (our static model of a checkpoint
+    # (ONNX export in ONNX Runtime, fp32 / ORT dynamic INT8), ort_int8_opt (ORT's transformer optimizer's fusions
+    # on that export, then ORT INT8), truncated (our static model of a checkpoint
     # trained with model.keep_layers=k: the smaller static model at matched cost).
     peer: Optional[str] = None
     skip_completed: bool = False  # skip the job if results_csv already has rows with this config_hash
@@ -313,7 +314,7 @@ class RunConfig:
             _check(self.peer != "truncated" or self.model.keep_layers is not None, "peer", self.peer,
                    "evaluates a checkpoint trained with model.keep_layers=K: set model.keep_layers=K")
         rt = self.runtime.name
-        if rt != "eager" or self.peer in ("hf_int8", "ort_fp32", "ort_int8"):
+        if rt != "eager" or self.peer in ("hf_int8", "ort_fp32", "ort_int8", "ort_int8_opt"):
             _check(self.trainer.accelerator in ("auto", "cpu"), "trainer.accelerator", self.trainer.accelerator,
                    f"runtime={rt} / peer={self.peer} run on the CPU only (dynamic INT8 and ONNX Runtime's CPU "
                    f"provider): use trainer.accelerator=cpu")

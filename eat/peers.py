@@ -2,11 +2,14 @@
 
 `HFStatic` builds `AutoModelForSequenceClassification` (sdpa attention) from the backbone's config and
 copies our trained weights into it, so `peer=hf_static` times exactly what a user would otherwise deploy.
-`peer=hf_int8` adds torch dynamic INT8; `peer=ort_fp32` / `ort_int8` export that HF model to ONNX Runtime.
+`peer=hf_int8` adds torch dynamic INT8; `peer=ort_fp32` / `ort_int8` export that HF model to ONNX Runtime;
+`peer=ort_int8_opt` runs ORT's transformer optimizer on the export before quantizing it (fused attention,
+embedding and skip LayerNorms), as a user chasing the last few per cent of a BERT on ORT would.
 `peer=truncated` is our static model of a checkpoint trained with `model.keep_layers=k` (the first k layers).
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Optional
 
 import torch
@@ -35,13 +38,13 @@ def hf_config(c: EncoderConfig):
 
 
 class HFStatic(nn.Module):
-    def __init__(self, ours: Encoder):
+    def __init__(self, ours: Encoder, attn: str = "sdpa"):
         super().__init__()
         from transformers import AutoModelForSequenceClassification
 
         if ours.mechanisms:
             raise ValueError("peer=hf_static compares against the static model: use mechanism=none")
-        self.hf = AutoModelForSequenceClassification.from_config(hf_config(ours.c), attn_implementation="sdpa")
+        self.hf = AutoModelForSequenceClassification.from_config(hf_config(ours.c), attn_implementation=attn)
         ours_sd = ours.state_dict()
         hf_sd = self.hf.state_dict()
         for key in hf_sd:  # our name for each HF weight, by the same mapping used to load checkpoints
@@ -93,15 +96,19 @@ class _HFLogits(nn.Module):
 class OrtStatic(nn.Module):
     """peer=ort_fp32 / ort_int8: the HF model exported to ONNX (`torch.onnx.export`, dynamic batch and length)
     and run by ONNX Runtime's CPU provider; int8: ORT dynamic quantization (QInt8 weights). Threads as
-    torch's, spinning off (eat.runtimes.session_options)."""
+    torch's, spinning off (eat.runtimes.session_options). optimize: ORT's transformer optimizer first
+    (`onnxruntime.transformers.optimizer`, model_type bert); it recognises the eager attention's export, not
+    sdpa's, so that export uses attn_implementation="eager" (same logits)."""
 
-    def __init__(self, ours: Encoder, int8: bool, opset: int = 17, per_channel: bool = True):
+    def __init__(self, ours: Encoder, int8: bool, opset: int = 17, per_channel: bool = True, optimize: bool = False):
         super().__init__()
         import tempfile
 
-        from eat.runtimes import ort_session, quiet_export
+        import onnx
 
-        hf = HFStatic(ours).hf.eval()
+        from eat.runtimes import ort_int8_file, ort_session, quiet_export
+
+        hf = HFStatic(ours, attn="eager" if optimize else "sdpa").hf.eval()
         self.c, self.mechanisms = ours.c, nn.ModuleDict()
         self.with_tt = bool(ours.c.type_vocab_size)
         names = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.with_tt else [])
@@ -112,7 +119,12 @@ class OrtStatic(nn.Module):
             torch.onnx.export(_HFLogits(hf, self.with_tt), args, path, input_names=names, output_names=["logits"],
                               dynamic_axes={**{n: {0: "b", 1: "l"} for n in names}, "logits": {0: "b"}},
                               opset_version=opset, dynamo=False)
-            self.session = ort_session(path, int8, per_channel)
+            if optimize:
+                path = optimized_file(path, ours.c.num_heads, ours.c.hidden_size)
+            if int8:
+                path = ort_int8_file(path, per_channel)
+            self.op_types = Counter(n.op_type for n in onnx.load(path).graph.node)  # what the session runs
+            self.session = ort_session(path)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Optional[Tensor] = None) -> Outputs:
         feed = {"input_ids": input_ids.long().contiguous().numpy(),
@@ -122,6 +134,17 @@ class OrtStatic(nn.Module):
             feed["token_type_ids"] = tt.long().contiguous().numpy()
         (logits,) = self.session.run(None, feed)
         return static_outputs(self.c, torch.from_numpy(logits), attention_mask)
+
+
+def optimized_file(path: str, num_heads: int, hidden_size: int) -> str:
+    """ORT's BERT graph fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu) applied to
+    the ONNX file at `path`, written next to it; returns the new file's path. ORT's quantizer then turns the fused
+    Attention into QAttention."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    out = path.replace(".onnx", ".opt.onnx")
+    optimize_model(path, model_type="bert", num_heads=num_heads, hidden_size=hidden_size).save_model_to_file(out)
+    return out
 
 
 def build_peer(name: str, ours: Encoder, rt: Optional[RuntimeConfig] = None) -> nn.Module:
@@ -134,8 +157,9 @@ def build_peer(name: str, ours: Encoder, rt: Optional[RuntimeConfig] = None) -> 
         peer = HFStatic(ours)
     elif name == "hf_int8":
         peer = HFInt8(ours, rt.per_channel)
-    elif name in ("ort_fp32", "ort_int8"):
-        peer = OrtStatic(ours, int8=name == "ort_int8", opset=rt.opset, per_channel=rt.per_channel)
+    elif name in ("ort_fp32", "ort_int8", "ort_int8_opt"):
+        peer = OrtStatic(ours, int8=name != "ort_fp32", opset=rt.opset, per_channel=rt.per_channel,
+                         optimize=name == "ort_int8_opt")
     elif name == "truncated":
         peer = ours
     else:

@@ -82,7 +82,10 @@ def ort_int8_file(path: str, per_channel: bool = True, keep=(), only_under: str 
                (any(f"/{part}/" in n.name for part in keep) or not n.name.startswith(only_under))]
     exclude += [f"{n}_MatMul" for n in exclude if n.endswith("Gemm")]  # the quantizer splits a Gemm first
     q_path = path.replace(".onnx", ".int8.onnx")
-    quantize_dynamic(path, q_path, weight_type=QuantType.QInt8, per_channel=per_channel, nodes_to_exclude=exclude)
+    # DefaultTensorType: the type of a tensor shape inference cannot follow through ORT's own fused ops (the
+    # optimized peer's graph); a fallback only, the plain graphs never need it
+    quantize_dynamic(path, q_path, weight_type=QuantType.QInt8, per_channel=per_channel, nodes_to_exclude=exclude,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return q_path
 
 

@@ -104,6 +104,24 @@ def test_fp32_ort_peer_equals_eager_static_logits():
     assert torch.equal(b.exit_layer, torch.full_like(b.exit_layer, 3)) and torch.equal(b.flops, a.static_flops)
 
 
+def test_optimized_ort_int8_peer_fuses_the_layers_and_keeps_the_int8_peers_predictions():
+    """peer=ort_int8_opt: ORT's transformer optimizer fuses every layer's attention (then QAttention in INT8), and
+    its logits stay as close to fp32 as the plain INT8 peer's."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    c = EncoderConfig(vocab_size=300, hidden_size=64, num_layers=3, num_heads=4, intermediate_size=128)
+    enc = Encoder(c).eval()
+    ids, mask, _ = _rows()
+    opt, plain = build_peer("ort_int8_opt", enc), build_peer("ort_int8", enc)
+    assert opt.op_types["QAttention"] == 3 and opt.op_types["SkipLayerNormalization"] >= 3, opt.op_types
+    assert "QAttention" not in plain.op_types and "Softmax" in plain.op_types
+    with torch.no_grad():
+        ref, a, b = enc(ids, mask).logits, opt(ids, mask).logits, plain(ids, mask).logits
+    err_opt, err_plain = (a - ref).abs().max(), (b - ref).abs().max()
+    assert err_opt < max(2 * err_plain, 1e-3), (err_opt, err_plain)
+    assert torch.equal(opt(ids, mask).exit_layer, torch.full((len(ids),), 3))
+
+
 def _with_outlier_row(ids, mask, lengths, factor: float = 60.0):
     """The rows plus one more whose hidden states are far larger than the others' (its token embeddings scaled
     by `factor` at runtime, see _scale_embeddings): with one activation scale per batch, that row would
