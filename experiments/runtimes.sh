@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 14's table: every static peer a CPU user would pick and EAT in every runtime, at the operating point chosen
 # on the selection split, timed by the declared harness (python -m eat.bench, interleaved, 5 passes) against HF fp32.
-#   sst2: experiments/sst2.sh SEED must have run (checkpoint + operating_point.yaml); the truncated peer joins when
-#         experiments/train_truncated.sh SEED K has trained it (K: the point's average exit depth rounded up).
+#   sst2: experiments/sst2.sh SEED must have run (checkpoint + operating_point.yaml); the truncated peers join when
+#         experiments/train_truncated.sh SEED K has trained them (K: the point's average exit depth rounded up;
+#         every K trained for the seed joins). OPT_PEERS= drops the peers after ORT's transformer optimizer.
 #         Full dev set at every batch size in BATCH_SIZES (default "1 32").
 #   mnli|qqp: the offline protocols at issue 15's pair-aware defaults: STEPS=train,select bash experiments/pairs.sh
 #         TASK SEED must have run (the distilled stage-2 checkpoint and the operating point it chose on the
@@ -46,15 +47,20 @@ CONFIGS=(--config hf_fp32 mechanism=none peer=hf_static
   --config hf_int8 mechanism=none peer=hf_int8
   --config ort_fp32 mechanism=none peer=ort_fp32
   --config ort_int8 mechanism=none peer=ort_int8)
-# the truncated peer, when experiments/train_truncated.sh has trained it ([TASK=mnli|qqp] ... SEED K)
+# ORT's transformer optimizer before INT8 (fused attention; OPT_PEERS= drops them)
+[ -n "${OPT_PEERS-1}" ] && CONFIGS+=(--config ort_int8_opt mechanism=none peer=ort_int8_opt)
+# the truncated peers, each K that experiments/train_truncated.sh has trained ([TASK=mnli|qqp] ... SEED K)
 TR=outputs/sst2/truncated_k; [ $TASK = sst2 ] || TR=outputs/${TASK}_truncated_k
-TRUNC=$(ls -d ${TR}*_seed$SEED 2>/dev/null | head -1 || true)
-if [ -n "$TRUNC" ]; then
+for TRUNC in $(ls -d ${TR}*_seed$SEED 2>/dev/null || true); do
   K=${TRUNC#$TR}; K=${K%_seed*}
-  CONFIGS+=(--config truncated_k$K mechanism=none peer=truncated model.keep_layers=$K ckpt_path=$TRUNC/checkpoints/best.ckpt
+  CKPT=$TRUNC/checkpoints/best.ckpt
+  [ -f $CKPT ] || continue  # still training
+  CONFIGS+=(--config truncated_k$K mechanism=none peer=truncated model.keep_layers=$K ckpt_path=$CKPT
     # and as a user would deploy the smaller model: exported whole to ONNX Runtime INT8, like peer ort_int8
-    --config truncated_k${K}_ort_int8 mechanism=none peer=ort_int8 model.keep_layers=$K ckpt_path=$TRUNC/checkpoints/best.ckpt)
-fi
+    --config truncated_k${K}_ort_int8 mechanism=none peer=ort_int8 model.keep_layers=$K ckpt_path=$CKPT)
+  [ -n "${OPT_PEERS-1}" ] && CONFIGS+=(
+    --config truncated_k${K}_ort_int8_opt mechanism=none peer=ort_int8_opt model.keep_layers=$K ckpt_path=$CKPT)
+done
 CONFIGS+=(--config eat_eager operating_point=$OP
   --config eat_int8 operating_point=$OP runtime=int8
   --config eat_ort operating_point=$OP runtime=ort
