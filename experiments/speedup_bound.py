@@ -50,8 +50,9 @@ def fit(full: Dict[str, str], trunc: Dict[str, str]):
     return t_k - k * L, L
 
 
-def build(rows: List[Dict[str, str]], full: str, trunc: str, configs: List[str], target: float) -> List[str]:
+def build(rows: List[Dict[str, str]], full: str, trunc_label: str, configs: List[str], target: float) -> List[str]:
     by = defaultdict(dict)  # (bs, seed) -> label -> row
+    trunc = trunc_label.replace("{k}", "K")  # the column names; each seed's own label below
     for r in rows:
         by[(int(r["batch_size"]), int(r["seed"]))][label(r)] = r
     out = []
@@ -62,6 +63,8 @@ def build(rows: List[Dict[str, str]], full: str, trunc: str, configs: List[str],
                              f"bound x vs {trunc}", f"e for {target}x", f"best possible with k = ceil(d), any d"])]
         for seed in sorted(s for b, s in by if b == bs):
             got = by[(bs, seed)]
+            if "{k}" in trunc_label and configs[0] in got:  # each seed's matched peer: k = ceil(EAT's exit depth)
+                trunc = trunc_label.format(k=math.ceil(float(got[configs[0]]["avg_exit_layer"])))
             for lb in (full, trunc):
                 if lb not in got:
                     raise TableError(f"bs={bs} seed={seed}: no row labelled {lb!r}; labels: {sorted(got)}")
@@ -93,7 +96,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--full", default="ort_int8", help="label of the full static model in the peer's runtime")
-    p.add_argument("--truncated", default="truncated_k4_ort_int8", help="label of the truncated peer")
+    p.add_argument("--truncated", default="truncated_k4_ort_int8",
+                   help="label of the truncated peer; with {k} (truncated_k{k}_ort_int8) each seed's matched peer, "
+                   "k = ceil(the first of --configs' average exit layer)")
     p.add_argument("--configs", default="eat_ort_int8_whole,eat_ort_int8_whole_tensor",
                    help="comma-separated EAT labels to bound")
     p.add_argument("--target", type=float, default=1.5)
@@ -108,7 +113,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     head = [f"# Speed-up bound against `{a.truncated}`: `{os.path.relpath(a.results)}`", "",
-            f"Command: `python experiments/speedup_bound.py --results {a.results} --out {a.out}`", "",
+            f"Command: `python experiments/speedup_bound.py --results {a.results} --out {a.out} --full {a.full} "
+            f"--truncated {a.truncated} --configs {a.configs}`", "",
             "T(k) = F + k L fitted per seed and batch size through the full model's and the truncated peer's times "
             "(same runtime, same run of the harness); e = 6 x EAT's FLOPs / static FLOPs; bound = T(k) / (F + e L): "
             f"an EAT with no overhead at all. `e for {a.target}x`: the layers of work a forward may do to be "

@@ -304,3 +304,14 @@ def test_speedup_bound_fits_the_two_static_models_and_bounds_a_zero_overhead_eat
     assert load("speedup_bound").main(["--results", str(path), "--out", str(tmp_path / "x.md"), "--configs", "eat2"]) == 2
     assert "no row labelled 'eat2'" in capsys.readouterr().err
     assert not (tmp_path / "x.md").exists()
+    # {k}: each seed against its own matched peer, k = ceil(exit depth): 3.5 -> the 4-layer row, 2.5 -> the 3-layer
+    rows += [[*row("ort_int8", 4.0, 6, 0.6)[:2], 43, *row("", 4.0, 6, 0.6)[3:]],
+             [*row("truncated_k3_ort_int8", 2.5, 3, 0.3)[:2], 43, *row("", 2.5, 3, 0.3)[3:]],
+             [*row("truncated_k4_ort_int8", 3.0, 4, 0.4)[:2], 43, *row("", 3.0, 4, 0.4)[3:]],
+             [*row("eat", 2.4, 2.5, 0.2)[:2], 43, *row("", 2.4, 2.5, 0.2)[3:]]]
+    write_csv(path, cols, rows)
+    assert load("speedup_bound").main(["--results", str(path), "--out", str(out), "--configs", "eat",
+                                       "--truncated", "truncated_k{k}_ort_int8"]) == 0
+    lines = [ln for ln in out.read_text().splitlines() if "| eat |" in ln]
+    assert lines[0].startswith("| 42 | 4.000 | 3.000 |") and lines[1].startswith("| 43 | 4.000 | 2.500 |"), lines
+    assert "| 2.400 | 1.04x |" in lines[1]  # 2.5 / 2.4 against the 3-layer peer
