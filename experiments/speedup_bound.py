@@ -63,14 +63,15 @@ def build(rows: List[Dict[str, str]], full: str, trunc_label: str, configs: List
                              f"bound x vs {trunc}", f"e for {target}x", f"best possible with k = ceil(d), any d"])]
         for seed in sorted(s for b, s in by if b == bs):
             got = by[(bs, seed)]
+            peer = trunc
             if "{k}" in trunc_label and configs[0] in got:  # each seed's matched peer: k = ceil(EAT's exit depth)
-                trunc = trunc_label.format(k=math.ceil(float(got[configs[0]]["avg_exit_layer"])))
-            for lb in (full, trunc):
+                peer = trunc_label.format(k=math.ceil(float(got[configs[0]]["avg_exit_layer"])))
+            for lb in (full, peer):
                 if lb not in got:
                     raise TableError(f"bs={bs} seed={seed}: no row labelled {lb!r}; labels: {sorted(got)}")
-            F, L = fit(got[full], got[trunc])
-            t_k = float(got[trunc]["latency_ms_per_example"])
-            k = int(float(got[trunc]["avg_exit_layer"]))
+            F, L = fit(got[full], got[peer])
+            t_k = float(got[peer]["latency_ms_per_example"])
+            k = int(float(got[peer]["avg_exit_layer"]))
             e_need = (t_k / target - F) / L
             # the best a zero-overhead EAT could do against its own matched peer, over every depth d with no
             # pruning: (F + ceil(d) L) / (F + d L) is largest just above d = 1
@@ -83,7 +84,8 @@ def build(rows: List[Dict[str, str]], full: str, trunc_label: str, configs: List
                 t = float(r["latency_ms_per_example"])
                 d = float(r["avg_exit_layer"])
                 note = "" if math.ceil(d) == k else f" (ceil(d) = {math.ceil(d)}, peer has {k})"
-                out.append(table_row([str(seed), f"{float(got[full]['latency_ms_per_example']):.3f}", f"{t_k:.3f}",
+                out.append(table_row([str(seed), f"{float(got[full]['latency_ms_per_example']):.3f}",
+                                      f"{t_k:.3f}" + (f" (k = {k})" if peer != trunc else ""),
                                       f"{F:.3f}", f"{L:.3f}", c, f"{d:.2f}{note}", f"{e:.2f}", f"{t:.3f}",
                                       f"{t_k / t:.2f}x", f"{t_k / (F + e * L):.2f}x", f"{e_need:.2f}",
                                       f"{best:.2f}x"]))

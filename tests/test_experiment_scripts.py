@@ -313,5 +313,5 @@ def test_speedup_bound_fits_the_two_static_models_and_bounds_a_zero_overhead_eat
     assert load("speedup_bound").main(["--results", str(path), "--out", str(out), "--configs", "eat",
                                        "--truncated", "truncated_k{k}_ort_int8"]) == 0
     lines = [ln for ln in out.read_text().splitlines() if "| eat |" in ln]
-    assert lines[0].startswith("| 42 | 4.000 | 3.000 |") and lines[1].startswith("| 43 | 4.000 | 2.500 |"), lines
+    assert lines[0].startswith("| 42 | 4.000 | 3.000 (k = 4) |") and lines[1].startswith("| 43 | 4.000 | 2.500 (k = 3) |"), lines
     assert "| 2.400 | 1.04x |" in lines[1]  # 2.5 / 2.4 against the 3-layer peer
