@@ -1,4 +1,4 @@
-"""Runtimes (runtime=eager|int8|ort|ort_int8) and static peers (peer=hf_int8|ort_fp32|ort_int8|truncated).
+"""Runtimes (runtime=eager|int8|ort|ort_int8) and static peers (peer=hf_int8|ort_fp32|ort_int8[_opt]|truncated).
 
 - fp32 runtimes give the eager logits (1e-4) with the same exits and kept tokens; INT8 runtimes agree with
   fp32 on >= 99% of SST-2 dev predictions (the real fine-tuned MiniLM-L6, when a checkpoint exists);
@@ -312,6 +312,8 @@ def test_peer_and_runtime_errors_name_the_key(tmp_path):
         _rc(tmp_path, "mechanism=none", "peer=ort_int9")
     with pytest.raises(ConfigError, match="trainer.accelerator='gpu'.*runtime=ort_int8.*CPU only"):
         _rc(tmp_path, "runtime=ort_int8", "trainer.accelerator=gpu")
+    with pytest.raises(ConfigError, match="trainer.accelerator='gpu'.*peer=ort_int8_opt run on the CPU only"):
+        _rc(tmp_path, "mechanism=none", "peer=ort_int8_opt", "trainer.accelerator=gpu")
 
 
 @pytest.mark.parametrize("activation", ["token", "tensor"])
@@ -446,10 +448,10 @@ def _results(path):
 def test_peers_and_runtimes_run_through_eval_py(tmp_path, tiny_ckpt):
     """One multirun process: the peers on the static checkpoint, then the runtimes with pruning + window on."""
     r = run_script("eval.py", ["-m", *tiny_overrides(tmp_path, "threads=1", f"ckpt_path={tiny_ckpt}"),
-                               "mechanism=none", "peer=hf_static,hf_int8,ort_fp32,ort_int8"], tmp_path)
+                               "mechanism=none", "peer=hf_static,hf_int8,ort_fp32,ort_int8,ort_int8_opt"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _results(tmp_path / "results.csv")
-    assert {row["model"] for row in rows} == {"hf_static", "hf_int8", "ort_fp32", "ort_int8"}
+    assert {row["model"] for row in rows} == {"hf_static", "hf_int8", "ort_fp32", "ort_int8", "ort_int8_opt"}
     acc = {(row["model"], row["batch_size"]): float(row["accuracy"]) for row in rows}
     assert acc[("ort_fp32", "1")] == acc[("hf_static", "1")] == acc[("ort_fp32", "8")]
     assert all(float(row["avg_exit_layer"]) == 4 for row in rows)
