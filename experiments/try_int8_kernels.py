@@ -10,6 +10,8 @@ time. Three other routes to per-token (or finer) activation scales, each one ORT
 - per_row_qlinear: symmetric per-row scales by hand, QuantizeLinear(axis=0) -> MatMulInteger -> Cast -> Mul by
   the outer product of row and column scales, as ORT optimizes it by default (it fuses the chain into
   MatMulIntegerToFloat) and with that fusion disabled (`disabled_optimizers`);
+- per_row_prescaled: the same scales, but each row divided by its scale first and quantized with scale 1, the row
+  scales multiplied in after the column scales (so ORT's fusion of the chain sees per-column scales only);
 - nbits8: `com.microsoft.MatMulNBits`, 8-bit weights in blocks of 32 along K, accuracy_level=4 (activations
   quantized to INT8 per block of each row inside the kernel).
 
@@ -45,8 +47,11 @@ def _export(module: nn.Module, K: int, folder: str, name: str) -> str:
     return path
 
 
-def per_row_model(W: np.ndarray, b: np.ndarray):
-    """Symmetric INT8 per row of x (M, K) and per output channel of W (N, K): y = (q(x) @ q(W)^T) s_x s_w + b."""
+def per_row_model(W: np.ndarray, b: np.ndarray, prescaled: bool = False):
+    """Symmetric INT8 per row of x (M, K) and per output channel of W (N, K): y = (q(x) @ q(W)^T) s_x s_w + b.
+    prescaled: each row divided by its scale first, then one QuantizeLinear of scale 1 for the whole input, and the
+    row scales applied after the column scales: the Mul right after MatMulInteger -> Cast holds the column scales
+    only, the one form ORT's MatMulIntegerToFloat kernel computes correctly."""
     import onnx
     from onnx import TensorProto as TP, helper as h, numpy_helper as nh
 
@@ -54,17 +59,25 @@ def per_row_model(W: np.ndarray, b: np.ndarray):
     s_w = np.abs(W).max(1) / 127.0
     Wq = np.clip(np.round(W / s_w[:, None]), -127, 127).astype(np.int8).T.copy()
     nodes = [h.make_node("Abs", ["x"], ["ax"]), h.make_node("ReduceMax", ["ax"], ["am"], keepdims=1, axes=[1]),
-             h.make_node("Max", ["am", "eps"], ["am1"]), h.make_node("Div", ["am1", "c127"], ["s"]),  # (M, 1)
-             h.make_node("Squeeze", ["s", "ax1"], ["s1"]), h.make_node("Shape", ["s1"], ["ms"]),
-             h.make_node("Expand", ["zp", "ms"], ["zpm"]),
-             h.make_node("QuantizeLinear", ["x", "s1", "zpm"], ["xq"], axis=0),  # uint8, zero point 128
-             h.make_node("MatMulInteger", ["xq", "Wq", "zp"], ["yi"]),
-             h.make_node("Cast", ["yi"], ["yf"], to=TP.FLOAT),
-             h.make_node("Mul", ["s", "sw"], ["sc"]), h.make_node("Mul", ["yf", "sc"], ["y0"]),
-             h.make_node("Add", ["y0", "b"], ["y"])]
+             h.make_node("Max", ["am", "eps"], ["am1"]), h.make_node("Div", ["am1", "c127"], ["s"])]  # (M, 1)
+    if prescaled:
+        nodes += [h.make_node("Div", ["x", "s"], ["xs"]),
+                  h.make_node("QuantizeLinear", ["xs", "one", "zp"], ["xq"]),  # uint8, zero point 128
+                  h.make_node("MatMulInteger", ["xq", "Wq", "zp"], ["yi"]),
+                  h.make_node("Cast", ["yi"], ["yf"], to=TP.FLOAT),
+                  h.make_node("Mul", ["yf", "sw"], ["yw"]), h.make_node("Mul", ["yw", "s"], ["y0"])]
+    else:
+        nodes += [h.make_node("Squeeze", ["s", "ax1"], ["s1"]), h.make_node("Shape", ["s1"], ["ms"]),
+                  h.make_node("Expand", ["zp", "ms"], ["zpm"]),
+                  h.make_node("QuantizeLinear", ["x", "s1", "zpm"], ["xq"], axis=0),  # uint8, zero point 128
+                  h.make_node("MatMulInteger", ["xq", "Wq", "zp"], ["yi"]),
+                  h.make_node("Cast", ["yi"], ["yf"], to=TP.FLOAT),
+                  h.make_node("Mul", ["s", "sw"], ["sc"]), h.make_node("Mul", ["yf", "sc"], ["y0"])]
+    nodes.append(h.make_node("Add", ["y0", "b"], ["y"]))
     init = [nh.from_array(np.array(np.uint8(128)), "zp"), nh.from_array(np.array(np.float32(1e-8)), "eps"),
             nh.from_array(np.array(np.float32(127)), "c127"), nh.from_array(np.array([1], np.int64), "ax1"),
             nh.from_array(Wq, "Wq"), nh.from_array(s_w.astype(np.float32), "sw"), nh.from_array(b, "b")]
+    init += [nh.from_array(np.array(np.float32(1)), "one")] if prescaled else []
     g = h.make_graph(nodes, "per_row", [h.make_tensor_value_info("x", TP.FLOAT, ["m", K])],
                      [h.make_tensor_value_info("y", TP.FLOAT, ["m", N])], init)
     model = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
@@ -122,6 +135,7 @@ def main(argv=None) -> int:
         nn.init.normal_(lin.weight, std=0.05)
         W, b = lin.weight.detach().numpy().copy(), lin.bias.detach().numpy().copy()
         per_row, exact = per_row_model(W, b)
+        prescaled, _ = per_row_model(W, b, prescaled=True)
         with tempfile.TemporaryDirectory(prefix="eat-int8-") as folder:
             sess: Dict[str, Callable] = {
                 "per_call (quantize_dynamic)": ort_session(_export(lin, K, folder, "pc"), int8=True),
@@ -129,6 +143,8 @@ def main(argv=None) -> int:
                     _export(TokenNormLinear(lin), K, folder, "tn"), int8=True),
                 "per_row_qlinear, ORT default fusions": ort_of(per_row),
                 "per_row_qlinear, MatMulIntegerToFloatFusion off": ort_of(per_row, ["MatMulIntegerToFloatFusion"]),
+                "per_row_prescaled, ORT default fusions": ort_of(prescaled),
+                "per_row_prescaled, MatMulIntegerToFloatFusion off": ort_of(prescaled, ["MatMulIntegerToFloatFusion"]),
                 "nbits8 (MatMulNBits, accuracy_level=4)": ort_of(nbits_model(W, b)),
             }
             lines += [f"### Linear {K} -> {N}", "",
