@@ -137,7 +137,8 @@ class RuntimeConfig:
     per_channel: bool = True
     # INT8 activations of runtime=int8 / ort_int8: token (one scale and offset per token: batch-invariant, and
     # closer to fp32) or tensor (one per call over the whole batch, padding included: quantize_dynamic's
-    # default, the old behaviour). experiments/runtimes_tried.md. The INT8 peers always run quantize_dynamic.
+    # default, the old behaviour), or row (runtime=ort_int8 only: one symmetric scale per token, fewer ops than
+    # token). experiments/runtimes_tried.md. The INT8 peers always run quantize_dynamic.
     activation: str = "token"
     # runtime=int8 / ort_int8: the Linears left in fp32, by name (a Linear stays fp32 when a part of its module
     # path is listed): q, k, v, o, ffn_in, ffn_out of every layer; head (the final head), heads (the exit heads;
@@ -151,7 +152,10 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         _choice("runtime.name", self.name, RUNTIMES)
-        _choice("runtime.activation", self.activation, ("token", "tensor"))
+        _choice("runtime.activation", self.activation, ("token", "tensor", "row"))
+        _check(self.activation != "row" or self.name != "int8", "runtime.activation",
+               self.activation, "row runs in the ORT INT8 layer graphs only (runtime=ort_int8); runtime=int8 "
+               "has token and tensor")
         for part in self.fp32_linears:
             _choice("runtime.fp32_linears", part, FP32_LINEARS)
         _check(not self.fp32_linears or self.name in ("int8", "ort_int8"), "runtime.fp32_linears",

@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import tempfile
+from collections import Counter
 
 import pytest
 import torch
@@ -68,7 +70,9 @@ def _rows(n: int = 24, seed: int = 1):
 
 
 def _runtime(enc: Encoder, name: str) -> Encoder:
-    return apply_runtime(copy.deepcopy(enc), RuntimeConfig(name=name))
+    """name: a runtime, or runtime:activation (ort_int8:row)."""
+    rt, _, activation = name.partition(":")
+    return apply_runtime(copy.deepcopy(enc), RuntimeConfig(name=rt, **({"activation": activation} if activation else {})))
 
 
 def test_fp32_ort_runtime_equals_eager_logits_exits_and_kept_tokens():
@@ -122,6 +126,34 @@ def test_optimized_ort_int8_peer_fuses_the_layers_and_keeps_the_int8_peers_predi
     assert torch.equal(opt(ids, mask).exit_layer, torch.full((len(ids),), 3))
 
 
+def test_row_int8_linear_exports_integer_ops_that_compute_its_torch_arithmetic():
+    """runtime.activation=row: each Linear of the layer graph is QuantizeLinear -> MatMulInteger with its own INT8
+    weights (no quantizer pass, no per-call DynamicQuantizeLinear), and ORT computes what RowInt8Linear computes in
+    torch, including for a row with an outlier feature, and row by row whatever the batch."""
+    import onnx
+
+    from eat.runtimes import RowInt8Linear, ort_session, quiet_export
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 48)
+    row = RowInt8Linear(lin).eval()
+    x = torch.randn(3, 7, 64)
+    x[1, 2, 5] = 40.0  # an outlier token: it must not move the other tokens
+    with tempfile.TemporaryDirectory() as folder, quiet_export(), torch.no_grad():
+        path = os.path.join(folder, "row.onnx")
+        torch.onnx.export(row, (x,), path, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False,
+                          dynamic_axes={"x": {0: "b", 1: "l"}, "y": {0: "b", 1: "l"}})
+        ops = Counter(n.op_type for n in onnx.load(path).graph.node)
+        sess = ort_session(path)
+        y_ort = torch.from_numpy(sess.run(None, {"x": x.numpy()})[0])
+        y_one = torch.from_numpy(sess.run(None, {"x": x[:1, :3].contiguous().numpy()})[0])
+        y_torch, y_fp32 = row(x), lin(x)
+    assert ops["MatMulInteger"] == 1 and ops["QuantizeLinear"] == 1 and "DynamicQuantizeLinear" not in ops, ops
+    assert torch.allclose(y_ort, y_torch, atol=1e-5, rtol=0), (y_ort - y_torch).abs().max()
+    assert torch.equal(y_one, y_ort[:1, :3])  # batch-invariant, bit for bit
+    assert (y_ort - y_fp32).abs().mean() < 0.02 * y_fp32.abs().mean()  # INT8, not something else
+
+
 def _with_outlier_row(ids, mask, lengths, factor: float = 60.0):
     """The rows plus one more whose hidden states are far larger than the others' (its token embeddings scaled
     by `factor` at runtime, see _scale_embeddings): with one activation scale per batch, that row would
@@ -140,7 +172,7 @@ def _scale_embeddings(enc: Encoder, row: int, factor: float):
     return enc.embed.register_forward_hook(hook)
 
 
-@pytest.mark.parametrize("name", ["eager", "ort", "int8", "ort_int8"])
+@pytest.mark.parametrize("name", ["eager", "ort", "int8", "ort_int8", "ort_int8:row"])
 def test_every_runtime_is_batch_invariant_with_mechanisms_on(name):
     """bs=1 vs one batch of 24 padded rows (plus an outlier row): the same predictions, exit layers and kept
     tokens per layer, and the same logits (1e-4 fp32, 5e-3 INT8), in every runtime. INT8 runtimes quantize each token's
@@ -253,7 +285,7 @@ def _sst2_checkpoint():
         strict=False)), pytest.param("ort_int8", marks=pytest.mark.xfail(
     reason="issue 14, open: ort_int8 with per-token scales agreed on 97.59% of dev predictions of the seed-42 static "
            "model on one machine and 99.08% on another (RESULTS 2h); suspected u8s8 saturation on AVX2 CPUs "
-           "(experiments/runtimes_tried.md)", strict=False)), "ort_int8:ffn_out"])
+           "(experiments/runtimes_tried.md)", strict=False)), "ort_int8:ffn_out", "ort_int8/row"])
 def test_int8_runtimes_agree_with_fp32_on_sst2_dev(name):
     """The real fine-tuned MiniLM-L6 (static, the weights a user deploys): >= 99% of the 872 SST-2 dev
     predictions of each INT8 runtime (per-token activation scales, the default; int8 and ort_int8 also with the FFN
@@ -273,7 +305,9 @@ def test_int8_runtimes_agree_with_fp32_on_sst2_dev(name):
     fp32 = _predict(enc, batches, order)
     assert float((fp32 == dev_y).float().mean()) > 0.8, "not a fine-tuned SST-2 model"
     runtime, _, keep = name.partition(":")  # ort_int8:ffn_out = runtime.fp32_linears=[ffn_out]
-    model = apply_runtime(copy.deepcopy(enc), RuntimeConfig(name=runtime, fp32_linears=[keep] if keep else []))
+    runtime, _, activation = runtime.partition("/")  # ort_int8/row = runtime.activation=row
+    model = apply_runtime(copy.deepcopy(enc), RuntimeConfig(name=runtime, fp32_linears=[keep] if keep else [],
+                                                            activation=activation or "token"))
     batched = _predict(model, batches, order)
     agree = float((batched == fp32).float().mean())
     print(f"runtime={name}: {agree * 100:.2f}% of the 872 dev predictions agree with fp32")  # shown with -rP
@@ -310,6 +344,8 @@ def test_peer_and_runtime_errors_name_the_key(tmp_path):
         _rc(tmp_path, "mechanism=none", "peer=truncated")
     with pytest.raises(ConfigError, match="peer='ort_int9'.*allowed values: hf_static, hf_int8, ort_fp32"):
         _rc(tmp_path, "mechanism=none", "peer=ort_int9")
+    with pytest.raises(ConfigError, match="runtime.activation='row'.*runtime=ort_int8.*runtime=int8 has token and tensor"):
+        _rc(tmp_path, "runtime=int8", "runtime.activation=row")
     with pytest.raises(ConfigError, match="trainer.accelerator='gpu'.*runtime=ort_int8.*CPU only"):
         _rc(tmp_path, "runtime=ort_int8", "trainer.accelerator=gpu")
     with pytest.raises(ConfigError, match="trainer.accelerator='gpu'.*peer=ort_int8_opt run on the CPU only"):
