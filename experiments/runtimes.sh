@@ -68,7 +68,9 @@ CONFIGS+=(--config eat_eager operating_point=$OP
 # the whole forward as one ORT graph (runtime.graph=whole, eat/whole_graph.py: exits and pruning inside the graph);
 # it runs exits by confidence and pruning of single sentences, so the pair tasks' points keep the per-layer sessions
 [ $TASK = sst2 ] && CONFIGS+=(--config eat_ort_whole operating_point=$OP runtime=ort runtime.graph=whole
-  --config eat_ort_int8_whole operating_point=$OP runtime=ort_int8 runtime.graph=whole)
+  --config eat_ort_int8_whole operating_point=$OP runtime=ort_int8 runtime.graph=whole
+  # batch-invariant INT8 with one symmetric scale per token (runtime.activation=row, fewer ops than token)
+  --config eat_ort_int8_whole_row operating_point=$OP runtime=ort_int8 runtime.graph=whole runtime.activation=row)
 # INT8 with the FFN output projection left in fp32 (closer agreement with fp32, slower; FFN_FP32=1 adds them)
 [ -n "${FFN_FP32:-}" ] && CONFIGS+=(
   --config eat_int8_ffn_fp32 operating_point=$OP runtime=int8 "runtime.fp32_linears=[ffn_out,head,heads]"
