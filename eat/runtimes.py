@@ -8,7 +8,8 @@
   other token's grid. `runtime.activation=tensor`: `quantize_dynamic`'s one scale per call (the old default).
 - ort / ort_int8: each layer body is exported on its own (`torch.onnx.export`, dynamic batch and length) and
   run as one ONNX Runtime session (fp32, or with ORT dynamic INT8; with activation=token each Linear's input
-  is normalized per token inside the graph first, see TokenNormLinear). Embeddings, heads and the
+  is normalized per token inside the graph first, see TokenNormLinear; with activation=row each Linear is
+  exported as INT8 ops with one symmetric scale per token, see RowInt8Linear). Embeddings, heads and the
   mechanisms stay in PyTorch and act between layers, so rows still exit and tokens are still gathered.
   A layer session takes the hidden states and the additive mask of the attention function the mechanisms
   chose (`MaskedAttention.allowed`: dense, or the local window), and a second variant also returns the

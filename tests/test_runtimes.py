@@ -411,7 +411,8 @@ def test_ort_int8_keeps_the_named_matmuls_fp32(activation, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- runtime.graph=whole
-@pytest.mark.parametrize("name,mechanisms", [("ort", "prune+exit"), ("ort_int8", "prune+exit"), ("ort", "exit")])
+@pytest.mark.parametrize("name,mechanisms", [("ort", "prune+exit"), ("ort_int8", "prune+exit"), ("ort", "exit"),
+                                             ("ort_int8:row", "prune+exit")])
 def test_whole_graph_equals_the_layer_loop_and_is_batch_invariant(name, mechanisms):
     """runtime.graph=whole (the whole forward as one ORT graph with nested If nodes, eat/whole_graph.py) gives what
     the layer loop gives: fp32 the eager logits (1e-4), INT8 the per-layer ORT INT8 session's (same layer graphs),
@@ -424,7 +425,8 @@ def test_whole_graph_equals_the_layer_loop_and_is_batch_invariant(name, mechanis
     if mechanisms == "exit":
         del enc.mechanisms["prune"]
     ref = enc if name == "ort" else _runtime(enc, name)
-    whole = apply_runtime(copy.deepcopy(enc), RuntimeConfig(name=name, graph="whole"))
+    rt, _, activation = name.partition(":")
+    whole = apply_runtime(copy.deepcopy(enc), RuntimeConfig(name=rt, graph="whole", activation=activation or "token"))
     assert isinstance(whole, WholeGraphEncoder)
     ids, mask, lengths = _rows()
     with torch.no_grad():
