@@ -253,6 +253,11 @@ def token_normalize(x2: Tensor, out: Optional[Tensor] = None) -> Tuple[Tensor, T
     return xn.clamp_(-1.0, 1.0), mid, half
 
 
+def bias_of(lin: nn.Linear) -> Tensor:
+    """A Linear's bias as a detached fp32 copy (zeros for a Linear without one): the INT8 forms add it in fp32."""
+    return lin.bias.detach().float().clone() if lin.bias is not None else torch.zeros(lin.out_features)
+
+
 def anchor_row(k: int) -> Tensor:
     """One extra row holding -1 and +1: with it, the min and max over the whole normalized batch are exactly
     -1 and +1, so the per-tensor dynamic quantizer (torch's fbgemm kernel, ORT's DynamicQuantizeLinear) picks the
@@ -277,8 +282,7 @@ class TokenInt8Linear(nn.Module):
         qw = torch.quantize_per_channel(wq, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
         self._packed = torch.ops.quantized.linear_prepack(qw, None)
         self.register_buffer("w_sum", qw.dequantize().sum(1))
-        self.register_buffer("bias", lin.bias.detach().float().clone() if lin.bias is not None
-                             else torch.zeros(w.shape[0]))
+        self.register_buffer("bias", bias_of(lin))
         self.register_buffer("anchor", anchor_row(w.shape[1]))
         self.in_features, self.out_features, self.reduce_range = w.shape[1], w.shape[0], reduce_range
 
@@ -313,8 +317,7 @@ class TokenNormLinear(nn.Module):
         w_t = torch.cat([wq.t(), torch.zeros(1, wq.shape[0])])  # (K + 1, N): MatMul's constant B, anchor last
         self.weight_t = nn.Parameter(w_t.contiguous(), requires_grad=False)
         self.w_sum = nn.Parameter(wq.sum(1), requires_grad=False)
-        b = lin.bias.detach().float().clone() if lin.bias is not None else torch.zeros(wq.shape[0])
-        self.bias = nn.Parameter(b, requires_grad=False)
+        self.bias = nn.Parameter(bias_of(lin), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
         lo = x.amin(-1, keepdim=True)
@@ -356,8 +359,7 @@ class RowInt8Linear(nn.Module):
         wq, scale = fake_quant_weight(lin.weight.detach().float(), per_channel)
         self.wq_t = nn.Parameter((wq / scale[:, None]).round().t().contiguous(), requires_grad=False)  # (K, N)
         self.w_scale = nn.Parameter(scale.float(), requires_grad=False)
-        b = lin.bias.detach().float().clone() if lin.bias is not None else torch.zeros(wq.shape[0])
-        self.bias = nn.Parameter(b, requires_grad=False)
+        self.bias = nn.Parameter(bias_of(lin), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
         s = x.abs().amax(-1, keepdim=True).clamp_min(1e-8) / 127.0
