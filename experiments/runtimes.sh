@@ -64,10 +64,14 @@ done
 CONFIGS+=(--config eat_eager operating_point=$OP
   --config eat_int8 operating_point=$OP runtime=int8
   --config eat_ort operating_point=$OP runtime=ort
-  --config eat_ort_int8 operating_point=$OP runtime=ort_int8)
+  --config eat_ort_int8 operating_point=$OP runtime=ort_int8
+  # the per-layer sessions with one symmetric INT8 scale per token (runtime.activation=row, batch-invariant)
+  --config eat_ort_int8_row operating_point=$OP runtime=ort_int8 runtime.activation=row)
 # the whole forward as one ORT graph (runtime.graph=whole, eat/whole_graph.py: exits and pruning inside the graph);
-# it runs exits by confidence and pruning of single sentences, so the pair tasks' points keep the per-layer sessions
-[ $TASK = sst2 ] && CONFIGS+=(--config eat_ort_whole operating_point=$OP runtime=ort runtime.graph=whole
+# it runs exits by confidence and pruning of single sentences: a pair task's point joins only when it prunes nothing
+# (the points of 3.2 are exits alone), a point with segment-wise pruning keeps the per-layer sessions
+PRUNES=$($PY -c "import sys, yaml; print(int(bool(yaml.safe_load(open(sys.argv[1]))['mechanism'].get('prune'))))" $OP)
+{ [ $TASK = sst2 ] || [ $PRUNES = 0 ]; } && CONFIGS+=(--config eat_ort_whole operating_point=$OP runtime=ort runtime.graph=whole
   --config eat_ort_int8_whole operating_point=$OP runtime=ort_int8 runtime.graph=whole
   # batch-invariant INT8 with one symmetric scale per token (runtime.activation=row, fewer ops than token)
   --config eat_ort_int8_whole_row operating_point=$OP runtime=ort_int8 runtime.graph=whole runtime.activation=row)
@@ -78,7 +82,7 @@ CONFIGS+=(--config eat_eager operating_point=$OP
 # The INT8 runtimes' earlier activation scheme (one scale per call, batch-dependent), for the record (TENSOR_SCHEME= drops it)
 [ -n "${TENSOR_SCHEME-1}" ] && CONFIGS+=(--config eat_int8_tensor operating_point=$OP runtime=int8 runtime.activation=tensor
   --config eat_ort_int8_tensor operating_point=$OP runtime=ort_int8 runtime.activation=tensor)
-[ -n "${TENSOR_SCHEME-1}" ] && [ $TASK = sst2 ] && CONFIGS+=(
+[ -n "${TENSOR_SCHEME-1}" ] && { [ $TASK = sst2 ] || [ $PRUNES = 0 ]; } && CONFIGS+=(
   --config eat_ort_int8_whole_tensor operating_point=$OP runtime=ort_int8 runtime.graph=whole runtime.activation=tensor)
 
 bench() {  # bench BATCH_SIZES [eat.bench args...]
