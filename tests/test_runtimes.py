@@ -468,6 +468,30 @@ def test_whole_graph_refuses_what_it_cannot_run():
         whole(ids, mask)
 
 
+@pytest.mark.parametrize("name", ["ort", "ort_int8:row"])
+def test_whole_graph_runs_sentence_pairs_with_exits_alone(name):
+    """The pair tasks' points are exits alone (RESULTS 3.2), which the whole graph runs: with token types of two
+    segments it gives the layer loop's logits and exit layers, and the token types reach the graph (zeros instead
+    give other logits)."""
+    torch.set_num_threads(1)
+    enc = _tiny_eat(sparse=False)
+    del enc.mechanisms["prune"]
+    rt, _, activation = name.partition(":")
+    ref = enc if name == "ort" else _runtime(enc, name)
+    whole = apply_runtime(copy.deepcopy(enc), RuntimeConfig(name=rt, graph="whole", activation=activation or "token"))
+    ids, mask, lengths = _rows()
+    cut = (lengths // 2).clamp(min=2)  # [CLS] a [SEP] b [SEP]
+    rows = torch.arange(len(ids))
+    ids[rows, cut], ids[rows, lengths - 1] = 102, 102
+    tt = ((torch.arange(ids.shape[1])[None] > cut[:, None]) & mask.bool()).long()
+    with torch.no_grad():
+        a, b = ref(ids, mask, tt), whole(ids, mask, tt)
+        zeros = whole(ids, mask, torch.zeros_like(tt))
+    assert torch.equal(a.exit_layer, b.exit_layer)
+    assert torch.allclose(a.logits, b.logits, atol=1e-4 if name == "ort" else 1e-5, rtol=0)
+    assert not torch.allclose(b.logits, zeros.logits, atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- end to end (eval.py)
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
