@@ -54,10 +54,13 @@ def markdown_table(header: Sequence[str], rows: Iterable[Iterable]) -> str:
 
 
 def publish(lines: Sequence[str], out: Optional[str]) -> str:
-    """Print a summary and, when `out` is given, write it there (one trailing newline)."""
+    """Print a summary and, when `out` is given, write it there (one trailing newline; through a temporary file,
+    so a killed script leaves the previous summary, never half of a new one)."""
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text)
+        tmp = Path(f"{out}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
     return text

@@ -30,7 +30,7 @@ import sys
 from collections import defaultdict
 from typing import Dict, List
 
-from eat.tables import TableError, read_results, table_head, table_row
+from eat.tables import TableError, publish, read_results, table_head, table_row
 
 NEED = ["output_dir", "seed", "batch_size", "latency_ms_per_example", "avg_exit_layer", "num_layers",
         "gflops_per_example", "gflops_static_per_example", "harness"]
@@ -122,10 +122,7 @@ def main(argv=None) -> int:
             f"an EAT with no overhead at all. `e for {a.target}x`: the layers of work a forward may do to be "
             f"{a.target}x faster than the peer. Last column: (F + ceil(d) L) / (F + d L) maximised over d, no pruning "
             "(the peer of an EAT at depth d has ceil(d) layers).", ""]
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        f.write("\n".join(head + lines) + "\n")
-    print("\n".join(head + lines))
+    publish(head + lines, a.out)
     return 0
 
 

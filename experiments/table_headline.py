@@ -17,7 +17,7 @@ import sys
 from collections import defaultdict
 from typing import Dict, List
 
-from eat.tables import TableError, accuracy_delta_text, read_results, table_head, table_row
+from eat.tables import TableError, accuracy_delta_text, publish, read_results, table_head, table_row
 
 
 def read(path: str) -> List[Dict[str, str]]:
@@ -112,10 +112,7 @@ def main(argv=None) -> int:
     head = [f"# Headline: `{os.path.relpath(a.results)}` (declared harness, eat.bench)", "",
             f"Command: `python experiments/table_headline.py --results {a.results} --out {a.out}"
             + (f" --targets {a.targets}" if a.targets else "") + (f" --peers {a.peers}" if a.peers else "") + "`", ""]
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        f.write("\n".join(head + lines) + "\n")
-    print("\n".join(head + lines))
+    publish(head + lines, a.out)
     return 0
 
 

@@ -21,7 +21,7 @@ import statistics
 import sys
 from typing import Dict, List, Tuple
 
-from eat.tables import TableError, accuracy_delta_text, read_results, table_head, table_row
+from eat.tables import TableError, accuracy_delta_text, publish, read_results, table_head, table_row
 
 
 def read(paths: List[str]) -> List[Dict[str, str]]:
@@ -107,10 +107,7 @@ def main(argv=None) -> int:
             "split)", "", "Command: `python experiments/table_pairs_seeds.py "
             + " ".join(f"--results {r}" for r in a.results) + (f" --eat {a.eat}" if a.eat != "eat_distill" else "")
             + f" --out {a.out}`", ""]
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        f.write("\n".join(head + lines) + "\n")
-    print("\n".join(head + lines))
+    publish(head + lines, a.out)
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from eat.tables import TableError, read_results
+from eat.tables import TableError, publish, read_results
 
 
 def read(paths: List[str]) -> List[Dict[str, str]]:
@@ -84,14 +84,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cmd = "python experiments/table_selection_vs_dev.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = "\n".join(["# Chosen operating points: loss on the selection split vs on the evaluation split", "",
-                      f"Command: `{cmd}`", "", *lines, ""])
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    tmp = a.out + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, a.out)
-    print(text)
+    publish(["# Chosen operating points: loss on the selection split vs on the evaluation split", "",
+             f"Command: `{cmd}`", "", *lines], a.out)
     return 0
 
 
