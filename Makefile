@@ -122,6 +122,17 @@ report: install
 	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_row.csv \
 	  --out experiments/report/sst2_runtimes_confidence0.8_row/headline.md \
 	  --peers ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt > /dev/null
+	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_layer_row.csv \
+	  --out experiments/report/sst2_runtimes_confidence0.8_layer_row/headline.md \
+	  --peers ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt > /dev/null
+	$(PY) experiments/speedup_bound.py --results experiments/results/sst2_runtimes_confidence0.8_layer_row.csv \
+	  --out experiments/report/sst2_speedup_bound_layer_row.md --full ort_int8_opt --truncated "truncated_k{k}_ort_int8_opt" \
+	  --configs eat_ort_int8_whole_row,eat_ort_int8_row > /dev/null
+	$(PY) experiments/table_headline.py --results experiments/results/mnli_offline_runtimes_opt.csv \
+	  --out experiments/report/mnli_offline_runtimes_opt/headline.md --peers hf_int8,ort_int8,ort_int8_opt > /dev/null
+	$(PY) experiments/table_headline.py --results experiments/results/qqp_offline_runtimes_opt.csv \
+	  --out experiments/report/qqp_offline_runtimes_opt/headline.md \
+	  --peers hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt > /dev/null
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
 SEED ?= 42
