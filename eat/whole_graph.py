@@ -318,45 +318,50 @@ class WholeGraphEncoder(nn.Module):
         return H2, sc.op("Cast", [real], to=_F), P2
 
     # ------------------------------------------------------------------ the call
+    # Around the session everything is numpy: at bs=1 the same bookkeeping as small torch ops cost ~0.4 ms per
+    # forward, a third of a forward that exits after one layer (experiments/runtimes_tried.md).
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Optional[Tensor] = None) -> Outputs:
         c = self.c
         B, L = input_ids.shape
-        mask = attention_mask.bool()
         ex, pr = self.exit, self.prune
-        feed = {"input_ids": input_ids.contiguous().numpy(), "attention_mask": mask.float().numpy()}
+        ids = input_ids.numpy().astype(np.int64, copy=False)
+        mask = attention_mask.numpy() != 0  # (B, L) bool
+        feed = {"input_ids": ids, "attention_mask": mask.astype(np.float32)}
         if ex is not None:  # read at each call: eval-time changes of the threshold or temperatures apply
             feed["threshold"] = np.asarray(ex.threshold, dtype=np.float32)
-            feed["temperature"] = ex.temperature.float().contiguous().numpy()
+            feed["temperature"] = ex.temperature.detach().float().numpy()
         if pr is not None:  # only pruning reads the protected tokens
-            protected = self.protected_tokens(input_ids, mask)
+            protected = self.protected_tokens(input_ids, torch.from_numpy(mask)).numpy()
             if pr.cfg.segments and bool((protected.sum(1) > 1).any()):
                 raise RuntimeError("runtime.graph=whole prunes single sentences only; this batch has sentence "
                                    "pairs (mechanism.prune.segments=true). Use runtime.graph=layer")
             if not pr.cfg.segments:
-                protected = protected & (protected.long().cumsum(1) <= 2)  # [CLS] and a pair's first [SEP] (tokens.py)
-            feed["protected"] = protected.numpy()
+                protected = protected & (protected.cumsum(1) <= 2)  # [CLS] and a pair's first [SEP] (tokens.py)
+            feed["protected"] = protected
         if "token_type_ids" in self._inputs:
-            tt = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
-            feed["token_type_ids"] = tt.contiguous().numpy()
+            tt = token_type_ids.numpy() if token_type_ids is not None else np.zeros_like(ids)
+            feed["token_type_ids"] = tt.astype(np.int64, copy=False)
         feed = {k: v for k, v in feed.items() if k in self._inputs}
-        logits, exit_layer, kept, lengths = (torch.from_numpy(a) for a in self.session.run(None, feed))
-        return Outputs(logits=logits, exit_layer=exit_layer, tokens_in=mask.sum(1), tokens_kept=kept,
-                       flops=self._flops(lengths, exit_layer),
-                       static_flops=torch.full((B,), flops.static_flops_per_row(
-                           L, c.num_layers, c.hidden_size, c.intermediate_size, c.num_labels), dtype=torch.float64))
+        logits, exit_layer, kept, lengths = self.session.run(None, feed)
+        static = flops.static_flops_per_row(L, c.num_layers, c.hidden_size, c.intermediate_size, c.num_labels)
+        return Outputs(logits=torch.from_numpy(logits), exit_layer=torch.from_numpy(exit_layer),
+                       tokens_in=torch.from_numpy(mask.sum(1)), tokens_kept=torch.from_numpy(kept),
+                       flops=torch.from_numpy(self._flops(lengths, exit_layer)),
+                       static_flops=torch.full((B,), static, dtype=torch.float64))
 
-    def _flops(self, lengths: Tensor, exit_layer: Tensor) -> Tensor:
-        """The FLOPs eager's loop counts, from the padded length each row ran each layer at (0: not run)."""
+    def _flops(self, lengths: np.ndarray, exit_layer: np.ndarray) -> np.ndarray:
+        """The FLOPs eager's loop counts, from the padded length each row ran each layer at (0: not run). A layer
+        over n tokens costs lin * n + att * n^2 (eat.flops: the Linears are linear in n, dense attention is
+        quadratic), so two coefficients replace a dozen array passes; integers below 2^53, so exactly eager's sums."""
         c = self.c
-        n = lengths.double()  # eat.flops' per-row formulas work elementwise on a tensor of lengths
-        per_layer = flops.layer_linear_flops(n, c.hidden_size, c.intermediate_size) + \
-            flops.dense_attention_flops(n, c.hidden_size)
-        total = per_layer.sum(1)
+        lin = flops.layer_linear_flops(1, c.hidden_size, c.intermediate_size)
+        att = flops.dense_attention_flops(1, c.hidden_size)
+        n = lengths.astype(np.float64)
+        total = (n * (lin + att * n)).sum(1)
         ex = self.exit
         if ex is not None:  # each head consulted: a row in flight after an active head's layer
-            ran = lengths[:, ex.active] > 0
-            total += ran.sum(1).double() * 2.0 * c.num_labels * ex.head_inputs
-        return total + (exit_layer == c.num_layers).double() * flops.final_head_flops(c.hidden_size, c.num_labels)
+            total += (lengths[:, ex.active] > 0).sum(1) * (2.0 * c.num_labels * ex.head_inputs)
+        return total + (exit_layer == c.num_layers) * flops.final_head_flops(c.hidden_size, c.num_labels)
 
 
 class _Head(nn.Module):
