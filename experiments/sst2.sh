@@ -5,7 +5,8 @@
 #   3.   the operating point, chosen on the selection split by python -m eat.select (never on dev);
 #   4.   (STEPS=bench) static, HF static and EAT at that point on the full dev set, timed by the declared harness
 #        (python -m eat.bench: bs=1 and bs=32, interleaved, 5 passes); its rows carry the dev accuracy too.
-# Usage: bash experiments/sst2.sh SEED [HYDRA OVERRIDES for the trainings...]; STEPS=train,select,bench (default all)
+# Usage: bash experiments/sst2.sh SEED [HYDRA OVERRIDES for the trainings...]; STEPS=train,select,bench (default all);
+#   TRAIN_STEPS: the trainings' optimiser steps (sst2_train.sh's STEPS, default 1000)
 #   CONFIDENCE=C: select with eat.select confidence=C (a point is feasible only if the one-sided paired lower bound of
 #   its accuracy loss is within the budget), into sst2_select/seedSEED_confidenceC; the bench step then times it.
 set -euo pipefail
@@ -24,7 +25,8 @@ if [ "${SPLIT:-row}" = sentence ]; then  # SPLIT=sentence: the sentence-level se
   SPLIT_ARGS=data.selection_unit=sentence
 fi
 
-[[ $STEPS == *train* ]] && bash experiments/sst2_train.sh "$SEED" "$@"
+# sst2_train.sh reads STEPS as its number of optimiser steps: pass it TRAIN_STEPS (default 1,000), never this list
+[[ $STEPS == *train* ]] && STEPS=${TRAIN_STEPS:-1000} bash experiments/sst2_train.sh "$SEED" "$@"
 
 if [[ $STEPS == *select* ]]; then
   # SELECT_ARGS: more eat.select settings, e.g. threads=1 when seeds are selected side by side

@@ -13,6 +13,8 @@ SEED=${1:?usage: sst2_train.sh SEED [OVERRIDES...]}
 shift
 GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
 STEPS=${STEPS:-1000}
+# STEPS is a count here; experiments/sst2.sh's STEPS (which steps to run) reaches this script as TRAIN_STEPS
+[[ $STEPS =~ ^-?[0-9]+$ ]] || { echo "STEPS=$STEPS: sst2_train.sh needs the number of optimiser steps (an integer, -1 for the epoch)" >&2; exit 2; }
 # validate (and checkpoint) when the last step is reached, not at the end of an epoch that never ends
 LIMIT="trainer.max_steps=$STEPS"; [ "$STEPS" -gt 0 ] && LIMIT="$LIMIT trainer.val_check_interval=$STEPS"
 PY=.venv/bin/python
