@@ -110,8 +110,10 @@ class _LayerGraph(nn.Module):
         super().__init__()
         self.layer, self.received = layer, received
         self.readouts = nn.ModuleDict(readouts)
+        # a fourth input, the protected tokens (b, l) bool, when a readout reads the segments (pair-pooled exits)
+        self.protected = any(getattr(r, "needs_protected", False) for r in readouts.values())
 
-    def forward(self, x: Tensor, bias: Tensor, query_mask: Tensor):
+    def forward(self, x: Tensor, bias: Tensor, query_mask: Tensor, protected: Optional[Tensor] = None):
         def attend(q, k, v, need, p):
             if not self.received:
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=bias), None, 0.0
@@ -119,7 +121,8 @@ class _LayerGraph(nn.Module):
             return probs @ v, (probs * query_mask[:, None, :, None]).sum((1, 2)), 0.0
 
         h, rec, _ = self.layer(x, attend, self.received)
-        return (h, *([rec] if self.received else []), *(r(h, query_mask) for r in self.readouts.values()))
+        read = lambda r: r(h, query_mask, protected) if getattr(r, "needs_protected", False) else r(h, query_mask)  # noqa: E731
+        return (h, *([rec] if self.received else []), *(read(r) for r in self.readouts.values()))
 
 
 def export_layer(graph: _LayerGraph, path: str, opset: int) -> List[str]:
@@ -128,8 +131,12 @@ def export_layer(graph: _LayerGraph, path: str, opset: int) -> List[str]:
     D = graph.layer.attn_norm.normalized_shape[0]
     args = (torch.randn(2, 5, D), torch.zeros(2, 1, 5, 5), torch.ones(2, 5))
     names = ["hidden", "bias", "query_mask"]
+    if graph.protected:  # [CLS] and two [SEP]s: a pair, so the export traces both segments
+        args += (torch.tensor([[True, False, True, False, True]] * 2),)
+        names.append("protected")
     outputs = ["out", *(["received"] if graph.received else []), *(f"readout_{n}" for n in graph.readouts)]
     axes = {"hidden": {0: "b", 1: "l"}, "bias": {0: "b", 2: "q", 3: "l"}, "query_mask": {0: "b", 1: "l"},
+            "protected": {0: "b", 1: "l"},
             "out": {0: "b", 1: "l"}, "received": {0: "b", 1: "l"}, **{o: {0: "b"} for o in outputs[1:]}}
     with torch.no_grad():
         torch.onnx.export(graph.eval(), args, path, input_names=names, output_names=outputs,

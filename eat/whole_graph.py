@@ -10,10 +10,11 @@ is left. Exits stay per example at any batch size, and the layer graphs are the 
 runs (eat.runtimes.layer_file: the same per-token INT8 scheme, the heads inside in fp32), so both runtimes agree.
 
 What it runs: early exit with criterion=confidence (threshold and temperatures are inputs, read from the
-mechanism at each call, so eval-time changes apply) and token pruning of single sentences (criterion attention or
-norm). What needs Python between layers is refused at start-up (ConfigError): the local window, merging,
-other exit criteria, pair-pooled heads, mode=mask; a batch of sentence pairs under segment-wise pruning is
-refused when it arrives. Use runtime.graph=layer for those.
+mechanism at each call, so eval-time changes apply; heads pooling mean, cls or pair: pair-pooled heads read the
+segments from the protected tokens, which the graph carries through compaction and pruning) and token pruning of
+single sentences (criterion attention or norm). What needs Python between layers is refused at start-up
+(ConfigError): the local window, merging, other exit criteria, mode=mask; a batch of sentence pairs under
+segment-wise pruning is refused when it arrives. Use runtime.graph=layer for those.
 """
 from __future__ import annotations
 
@@ -49,9 +50,6 @@ def check_whole_graph(encoder: Encoder) -> None:
         if ex.cfg.criterion != "confidence":
             raise ConfigError(f"runtime.graph=whole: mechanism.exit.criterion={ex.cfg.criterion!r} is not in the "
                               f"graph; allowed: ['confidence']. Use runtime.graph=layer")
-        if ex.cfg.pooling == "pair":
-            raise ConfigError("runtime.graph=whole: mechanism.exit.pooling='pair' is not in the graph; allowed: "
-                              "['mean', 'cls']. Use runtime.graph=layer")
     if pr is not None and pr.reference:
         raise ConfigError("runtime.graph=whole runs mechanism.mode=compute only (got mode=mask)")
 
@@ -126,6 +124,9 @@ class WholeGraphEncoder(nn.Module):
         self.protected_tokens = encoder.protected_tokens
         mech = dict(encoder.mechanisms.items())
         self.exit, self.prune = mech.get("exit"), mech.get("prune")
+        # the protected tokens ride along with the rows when pruning keeps them or pair-pooled exits read the
+        # segments from them (eat.model.tokens.second_segment)
+        self.carry_protected = self.prune is not None or (self.exit is not None and self.exit.cfg.pooling == "pair")
         import onnx
 
         from eat.runtimes import embeddings_file, layer_file, ort_session, quiet_export
@@ -137,7 +138,8 @@ class WholeGraphEncoder(nn.Module):
             self._layers = []
             for i, layer in enumerate(encoder.layers):
                 received = any(m.wants_received_attention(i) for m in encoder.mechanisms.values())
-                readouts = {n: r for n, m in encoder.mechanisms.items() if (r := m.readout(i)) is not None}
+                readouts = {n: r for n, m in encoder.mechanisms.items()
+                            if (r := m.readout(i, protected=self.carry_protected)) is not None}
                 path, _ = layer_file(layer, folder, f"layer{i}", int8, received, cfg, readouts)
                 self._layers.append(onnx.load(path))
             self._embed = onnx.load(embeddings_file(encoder.embed, folder, cfg.opset))
@@ -156,7 +158,7 @@ class WholeGraphEncoder(nn.Module):
         types = self.c.type_vocab_size > 0
         inputs = [helper.make_tensor_value_info("input_ids", _I64, ["b", "l"]),
                   helper.make_tensor_value_info("attention_mask", _F, ["b", "l"])]
-        if self.prune is not None:
+        if self.carry_protected:
             inputs.append(helper.make_tensor_value_info("protected", _BOOL, ["b", "l"]))
         if self.exit is not None:
             inputs += [helper.make_tensor_value_info("threshold", _F, []),
@@ -176,7 +178,7 @@ class WholeGraphEncoder(nn.Module):
                sc.op("Expand", [sc.const([[0]], "int64"), BN]),  # kept tokens (B, nl)
                sc.op("Expand", [sc.const([[0]], "int64"), BN]))  # padded length run (B, nl)
         rows = sc.op("Range", [sc.const(0, "int64"), B, sc.const(1, "int64")])
-        P = "protected" if self.prune is not None else None  # (b, l) bool, carried only for pruning
+        P = "protected" if self.carry_protected else None  # (b, l) bool, carried for pruning and pair pooling
         outs = self._step(sc, 0, hidden, "attention_mask", P, rows, acc)
         names = ["logits", "exit_layer", "tokens_kept", "lengths"]
         for o, n in zip(outs, names):
@@ -196,7 +198,7 @@ class WholeGraphEncoder(nn.Module):
                                                   sc.const(torch.finfo(torch.float32).min, "float32")]),
                                     sc.const([1, 2], "int64")])  # (b, 1, 1, l), 0 where real (additive_mask)
         model = self._layers[i]
-        feeds = {"hidden": H, "bias": bias, "query_mask": M}
+        feeds = {"hidden": H, "bias": bias, "query_mask": M, "protected": P}
         out = sc.inline(model, {k: v for k, v in feeds.items() if k in {x.name for x in model.graph.input}}, f"l{i}/")
         Hn = out["out"]
         shape = sc.op("Shape", [Hn])
@@ -330,13 +332,15 @@ class WholeGraphEncoder(nn.Module):
         if ex is not None:  # read at each call: eval-time changes of the threshold or temperatures apply
             feed["threshold"] = np.asarray(ex.threshold, dtype=np.float32)
             feed["temperature"] = ex.temperature.detach().float().numpy()
-        if pr is not None:  # only pruning reads the protected tokens
+        if self.carry_protected:  # only pruning and pair pooling read the protected tokens
             protected = self.protected_tokens(input_ids, torch.from_numpy(mask)).numpy()
-            if pr.cfg.segments and bool((protected.sum(1) > 1).any()):
+            if pr is not None and pr.cfg.segments and bool((protected.sum(1) > 1).any()):
                 raise RuntimeError("runtime.graph=whole prunes single sentences only; this batch has sentence "
                                    "pairs (mechanism.prune.segments=true). Use runtime.graph=layer")
-            if not pr.cfg.segments:
-                protected = protected & (protected.cumsum(1) <= 2)  # [CLS] and a pair's first [SEP] (tokens.py)
+            if pr is not None and not pr.cfg.segments:
+                # [CLS] and a pair's first [SEP] (tokens.py); the segments stay the same: the second begins
+                # after two protected tokens either way
+                protected = protected & (protected.cumsum(1) <= 2)
             feed["protected"] = protected
         if "token_type_ids" in self._inputs:
             tt = token_type_ids.numpy() if token_type_ids is not None else np.zeros_like(ids)

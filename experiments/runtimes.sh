@@ -14,6 +14,9 @@
 #         per run of the harness, never rows of two selection rules mixed.
 #   RUN=NAME: the results of this run of the harness in their own files (TAG_runtimes[_confidenceC]_NAME.csv,
 #         bench_..._NAME.md), never mixed with an earlier run's rows (a table takes each seed's last row per label).
+#   HEADS=pair (mnli|qqp): EAT is the distilled model with pair-pooled exit heads (HEADS=pair bash
+#         experiments/pairs.sh ...) at its own point, results in TAG_runtimes_pair...; the mean-pooled model at its
+#         point (same CONFIDENCE, or MEAN_CONFIDENCE) joins as eat_mean_* in its best runtime when both exist.
 # Usage: bash experiments/runtimes.sh sst2|mnli|qqp SEED
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,21 +26,24 @@ GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
 PY=.venv/bin/python
 case $TASK in
   sst2) EAT=outputs/sst2/eat_seed$SEED/checkpoints/best.ckpt; COMMON=(seed=$SEED); TAG=sst2 ;;
-  mnli|qqp) EAT=outputs/${TASK}_eat_distill_seed$SEED/checkpoints/best.ckpt
+  mnli|qqp) EAT=outputs/${TASK}_eat_distill${HEADS:+_$HEADS}_seed$SEED/checkpoints/best.ckpt
             COMMON=(seed=$SEED experiment=${TASK}_offline)
             TAG=${TASK}_offline ;;
   *) echo "task=$TASK: allowed values are sst2, mnli, qqp" >&2; exit 2 ;;
 esac
+case ${HEADS:-}:$TASK in :*|pair:mnli|pair:qqp) ;;
+  *) echo "HEADS=$HEADS: allowed values are pair (tasks mnli, qqp) or unset" >&2; exit 2 ;; esac
 CONF=${CONFIDENCE:+_confidence$CONFIDENCE}
 if [ $TASK = sst2 ]; then
   OP=experiments/results/sst2_select/seed$SEED${CONF:-}/operating_point.yaml
   MAKE="STEPS=train,select bash experiments/sst2.sh $SEED"
 else
-  OP=experiments/results/${TAG}_select/pairs_seed$SEED${CONF:-}/operating_point.yaml
+  OP=experiments/results/${TAG}_select/pairs_seed$SEED${HEADS:+_$HEADS}${CONF:-}/operating_point.yaml
   MAKE="STEPS=train,select bash experiments/pairs.sh $TASK $SEED"
 fi
 [ -n "${CONF:-}" ] && MAKE="CONFIDENCE=$CONFIDENCE $MAKE"
-OUT=${TAG}_runtimes${CONF:-}${RUN:+_$RUN}
+[ -n "${HEADS:-}" ] && MAKE="HEADS=$HEADS $MAKE"
+OUT=${TAG}_runtimes${HEADS:+_$HEADS}${CONF:-}${RUN:+_$RUN}
 for f in $EAT $OP; do
   [ -f $f ] || { echo "error: $f not found: run $MAKE first" >&2; exit 2; }
 done
@@ -75,6 +81,12 @@ PRUNES=$($PY -c "import sys, yaml; print(int(bool(yaml.safe_load(open(sys.argv[1
   --config eat_ort_int8_whole operating_point=$OP runtime=ort_int8 runtime.graph=whole
   # batch-invariant INT8 with one symmetric scale per token (runtime.activation=row, fewer ops than token)
   --config eat_ort_int8_whole_row operating_point=$OP runtime=ort_int8 runtime.graph=whole runtime.activation=row)
+# HEADS=pair: the mean-pooled distilled model at its own point, in its fastest runtime, beside the pair-pooled one
+E_MEAN=outputs/${TASK}_eat_distill_seed$SEED/checkpoints/best.ckpt
+MC=${MEAN_CONFIDENCE-${CONFIDENCE:-}}  # MEAN_CONFIDENCE= : the mean-pooled model's confidence-0 point instead
+OP_MEAN=experiments/results/${TAG}_select/pairs_seed$SEED${MC:+_confidence$MC}/operating_point.yaml
+[ -n "${HEADS:-}" ] && [ -f $E_MEAN ] && [ -f $OP_MEAN ] && CONFIGS+=(--config eat_mean_ort_int8_whole_row
+  operating_point=$OP_MEAN ckpt_path=$E_MEAN runtime=ort_int8 runtime.graph=whole runtime.activation=row)
 # INT8 with the FFN output projection left in fp32 (closer agreement with fp32, slower; FFN_FP32=1 adds them)
 [ -n "${FFN_FP32:-}" ] && CONFIGS+=(
   --config eat_int8_ffn_fp32 operating_point=$OP runtime=int8 "runtime.fp32_linears=[ffn_out,head,heads]"

@@ -315,3 +315,21 @@ def test_speedup_bound_fits_the_two_static_models_and_bounds_a_zero_overhead_eat
     lines = [ln for ln in out.read_text().splitlines() if "| eat |" in ln]
     assert lines[0].startswith("| 42 | 4.000 | 3.000 (k = 4) |") and lines[1].startswith("| 43 | 4.000 | 2.500 (k = 3) |"), lines
     assert "| 2.400 | 1.04x |" in lines[1]  # 2.5 / 2.4 against the 3-layer peer
+
+
+def test_script_settings_are_checked_before_any_work():
+    """Environment settings of the experiment scripts: sst2_train.sh's STEPS is a count of optimiser steps (sst2.sh's
+    own STEPS, a list of steps, reaches it as TRAIN_STEPS), runtimes.sh's HEADS is pair on a pair task or unset.
+    Each bad value stops the script at once (exit 2) naming the setting and what it allows."""
+    import os
+    import subprocess
+
+    def run(script, args, **env):
+        return subprocess.run(["bash", str(ROOT / "experiments" / script), *args], env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=60)
+
+    r = run("sst2_train.sh", ["0"], STEPS="train,select")
+    assert r.returncode == 2 and "STEPS=train,select" in r.stderr and "an integer" in r.stderr
+    for heads, task in (("mean", "qqp"), ("pair", "sst2")):
+        r = run("runtimes.sh", [task, "0"], HEADS=heads)
+        assert r.returncode == 2 and f"HEADS={heads}" in r.stderr and "pair (tasks mnli, qqp)" in r.stderr

@@ -32,22 +32,23 @@ from tests.conftest import GLUE_DIR, ROOT, compose_cfg, needs_glue, run_script, 
 
 
 
-def _tiny_eat(seed: int = 0, sparse: bool = True) -> Encoder:
+def _tiny_eat(seed: int = 0, sparse: bool = True, pooling: str = "mean", rows=None) -> Encoder:
     """A tiny encoder with every mechanism that acts between layers: pruning by received attention (the ORT
     layer's second output), a local window narrower than the rows (the L x L mask; not with sparse=False), and
-    exits."""
+    exits (their heads pooling as `pooling`; the threshold set on `rows` (ids, mask), default _rows())."""
     torch.manual_seed(seed)
     c = EncoderConfig(vocab_size=300, hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128)
     mc = MechanismConfig(name="prune+sparse+exit" if sparse else "prune+exit",
                          prune=PruneConfig(keep_ratios=[0.7, 0.7]),
-                         sparse=SparseConfig(window=6) if sparse else None, exit=ExitConfig(threshold=0.8))
+                         sparse=SparseConfig(window=6) if sparse else None,
+                         exit=ExitConfig(threshold=0.8, pooling=pooling))
     enc = Encoder(c, build_mechanisms(mc, c)).eval()
     ex = enc.mechanisms["exit"]
     with torch.no_grad():  # varied exit heads, and a threshold that lets about half the rows leave at layer 1
         for head in ex.heads.values():
             head[1].weight.normal_(0, 0.5)
         ex.collect_all = True
-        first = enc(*_rows()[:2]).head_logits[0].softmax(-1).max(-1).values
+        first = enc(*(rows or _rows()[:2])).head_logits[0].softmax(-1).max(-1).values
         ex.collect_all = False
     # midway across the widest gap between neighbouring confidences in the middle third: no row sits on the
     # threshold, where float noise between batch shapes (or INT8 rounding) would decide
@@ -490,6 +491,64 @@ def test_whole_graph_runs_sentence_pairs_with_exits_alone(name):
     assert torch.equal(a.exit_layer, b.exit_layer)
     assert torch.allclose(a.logits, b.logits, atol=1e-4 if name == "ort" else 1e-5, rtol=0)
     assert not torch.allclose(b.logits, zeros.logits, atol=1e-3)
+
+
+def _pairs(every: int = 3):
+    """_rows() as sentence pairs ([CLS] a [SEP] b [SEP]), but every `every`-th row left a single sentence; and the
+    token types of the pairs' second segments."""
+    ids, mask, lengths = _rows()
+    cut = (lengths // 2).clamp(min=2)
+    pair = torch.arange(len(ids)) % every != 0
+    rows = torch.arange(len(ids))[pair]
+    ids[rows, cut[pair]], ids[rows, lengths[pair] - 1] = 102, 102
+    tt = ((torch.arange(ids.shape[1])[None] > cut[:, None]) & mask.bool() & pair[:, None]).long()
+    return ids, mask, lengths, tt
+
+
+@pytest.mark.parametrize("name", ["ort", "ort_int8:row"])
+def test_whole_graph_runs_pair_pooled_exits(name):
+    """mechanism.exit.pooling=pair (the heads read both segments' means, told apart by the protected [SEP]s) runs
+    inside the whole graph: on a batch of pairs and single sentences it gives the layer loop's logits and exit
+    layers (rows leaving at several layers, so the protected tokens ride through row compaction), bs=1 equals
+    the batch, and with pruning of single sentences the protected tokens also ride through the gathers. A graph
+    that lost the segments would pool pairs as single sentences: the last check shows that moves the logits."""
+    from eat.whole_graph import WholeGraphEncoder
+
+    torch.set_num_threads(1)
+    ids, mask, lengths, tt = _pairs()
+    enc = _tiny_eat(sparse=False, pooling="pair", rows=(ids, mask))
+    del enc.mechanisms["prune"]
+    rt, _, activation = name.partition(":")
+    cfg = RuntimeConfig(name=rt, graph="whole", activation=activation or "token")
+    ref = enc if name == "ort" else _runtime(enc, name)
+    whole = apply_runtime(copy.deepcopy(enc), cfg)
+    assert isinstance(whole, WholeGraphEncoder)
+    with torch.no_grad():
+        a, b = ref(ids, mask, tt), whole(ids, mask, tt)
+        single = [whole(ids[r:r + 1, :k], mask[r:r + 1, :k], tt[r:r + 1, :k]) for r, k in enumerate(lengths.tolist())]
+    assert b.exit_layer.unique().numel() > 1, "the check needs rows exiting at different layers"
+    assert torch.equal(a.exit_layer, b.exit_layer) and torch.allclose(a.flops, b.flops, rtol=1e-12)
+    assert torch.allclose(a.logits, b.logits, atol=1e-4 if name == "ort" else 1e-5, rtol=0)
+    assert torch.equal(b.exit_layer, torch.cat([s.exit_layer for s in single]))
+    assert torch.allclose(b.logits, torch.cat([s.logits for s in single]), atol=1e-4 if name == "ort" else 5e-3, rtol=0)
+    # pruning of single sentences with pair-pooled heads (v = 0 there): the same as the layer loop
+    both = _tiny_eat(sparse=False, pooling="pair")
+    ids1, mask1, _ = _rows()
+    with torch.no_grad():
+        a1 = (both if name == "ort" else _runtime(both, name))(ids1, mask1)
+        b1 = apply_runtime(copy.deepcopy(both), cfg)(ids1, mask1)
+    assert bool((b1.tokens_kept[:, 1] < b1.tokens_in).any()) and b1.exit_layer.unique().numel() > 1
+    assert torch.equal(a1.exit_layer, b1.exit_layer) and torch.equal(a1.tokens_kept, b1.tokens_kept)
+    assert torch.allclose(a1.logits, b1.logits, atol=1e-4 if name == "ort" else 1e-5, rtol=0)
+    # the segments matter: the same pairs with their [SEP]s made ordinary tokens give other head logits
+    plain = ids.clone()
+    plain[plain == 102] = 150
+    ex = enc.mechanisms["exit"]
+    with torch.no_grad():
+        ex.collect_all = True
+        z_pair, z_plain = enc(ids, mask, tt).head_logits[0], enc(plain, mask, tt).head_logits[0]
+        ex.collect_all = False
+    assert not torch.allclose(z_pair, z_plain, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- end to end (eval.py)

@@ -152,8 +152,11 @@ class ExitReadout(nn.Module):
     def __init__(self, head: nn.Module, pooling: str):
         super().__init__()
         self.head, self.pooling = head, pooling
+        self.needs_protected = pooling == "pair"  # the segments are told apart by the protected tokens
 
-    def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, mask: Tensor, protected: Optional[Tensor] = None) -> Tensor:
+        if self.needs_protected:
+            return self.head(pool(hidden, mask.bool(), "pair", protected))
         return self.head(pool(hidden, mask, self.pooling))
 
 
@@ -207,9 +210,9 @@ class EarlyExit(Mechanism):
         w[-1] *= self.cfg.final_loss_weight
         return w
 
-    def readout(self, layer: int) -> Optional[nn.Module]:
-        if layer not in self.active or self.cfg.pooling == "pair":
-            return None  # a layer graph has no segment input: pair pooling runs in torch, after the layer
+    def readout(self, layer: int, protected: bool = False) -> Optional[nn.Module]:
+        if layer not in self.active or (self.cfg.pooling == "pair" and not protected):
+            return None  # pair pooling needs the segments: without them it runs in torch, after the layer
         return ExitReadout(self.heads[str(layer)], self.cfg.pooling)
 
     def head_logits(self, layer: int, state: State) -> Tensor:

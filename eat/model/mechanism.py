@@ -39,10 +39,12 @@ class Mechanism(nn.Module):
     def after_layer(self, layer: int, state: State) -> State:
         return state
 
-    def readout(self, layer: int) -> Optional[nn.Module]:
-        """A module (hidden (B, L, D), mask (B, L) float) -> (B, ...) that `after_layer(layer, ...)` computes from
-        the layer's output, or None. A fused runtime may run it inside the layer's graph; `after_layer` then finds
-        the result in `state.readouts[<plugin name>]` and must compute it itself when it is absent."""
+    def readout(self, layer: int, protected: bool = False) -> Optional[nn.Module]:
+        """A module (hidden (B, L, D), mask (B, L) float[, protected (B, L) bool]) -> (B, ...) that
+        `after_layer(layer, ...)` computes from the layer's output, or None. A fused runtime may run it inside the
+        layer's graph; `after_layer` then finds the result in `state.readouts[<plugin name>]` and must compute it
+        itself when it is absent. `protected`: the runtime can also feed the rows' protected tokens (State.protected,
+        which mark the segments); a module that reads them says so with `needs_protected = True`."""
         return None
 
     def training_loss(self, out, labels, teacher_logits=None):
