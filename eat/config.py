@@ -140,6 +140,14 @@ class RuntimeConfig:
     # default, the old behaviour), or row (runtime=ort_int8 only: one symmetric scale per token, fewer ops than
     # token). experiments/runtimes_tried.md. The INT8 peers always run quantize_dynamic.
     activation: str = "token"
+    # runtime=ort_int8: how the layer graphs' INT8 weights reach ORT's integer kernel. s8 (signed) runs ORT's u8s8
+    # kernel, which on CPUs without VNNI (AVX2 only) adds pairs of products in 16 bits and saturates, so a layer no
+    # longer computes its own integer arithmetic (98.51% agreement with fp32 on SST-2 dev for `row` on such a CPU);
+    # u8 (stored + 128, zero point 128) runs the u8u8 kernel, exact on every CPU, ~1.2x the time per Linear on an
+    # AVX2 CPU (99.31%). auto (default): s8 where the CPU has VNNI (eat.runtimes.cpu_has_vnni), else u8, so every
+    # CPU computes the same integers. experiments/runtimes_tried.md (2026-12-07). The INT8 peers keep
+    # quantize_dynamic's default (s8), as a user runs it.
+    int8_weights: str = "auto"
     # runtime=int8 / ort_int8: the Linears left in fp32, by name (a Linear stays fp32 when a part of its module
     # path is listed): q, k, v, o, ffn_in, ffn_out of every layer; head (the final head), heads (the exit heads;
     # runtime=int8 only: under ort_int8 the heads run in eager fp32 anyway). For the agreement with fp32
@@ -153,6 +161,7 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         _choice("runtime.name", self.name, RUNTIMES)
         _choice("runtime.activation", self.activation, ("token", "tensor", "row"))
+        _choice("runtime.int8_weights", self.int8_weights, ("auto", "s8", "u8"))
         _check(self.activation != "row" or self.name != "int8", "runtime.activation",
                self.activation, "row runs in the ORT INT8 layer graphs only (runtime=ort_int8); runtime=int8 "
                "has token and tensor")

@@ -70,11 +70,11 @@ def session_options(threads: Optional[int] = None):
     return so
 
 
-def ort_int8_file(path: str, per_channel: bool = True, keep=(), only_under: str = "") -> str:
-    """ORT dynamic quantization of the ONNX file at `path` (QInt8 weights, one scale per output channel unless not
-    `per_channel`; activations quantized per call), written next to it; returns the new file's path. The MatMuls
-    of the Linears named in `keep` (runtime.fp32_linears), and with `only_under` those outside that module path
-    (e.g. "/layer/": the heads fused into a layer graph), stay fp32."""
+def ort_int8_file(path: str, per_channel: bool = True, keep=(), only_under: str = "", weights: str = "s8") -> str:
+    """ORT dynamic quantization of the ONNX file at `path` (QInt8 weights, or QUInt8 with `weights="u8"`; one scale
+    per output channel unless not `per_channel`; activations quantized per call), written next to it; returns the
+    new file's path. The MatMuls of the Linears named in `keep` (runtime.fp32_linears), and with `only_under` those
+    outside that module path (e.g. "/layer/": the heads fused into a layer graph), stay fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -85,7 +85,8 @@ def ort_int8_file(path: str, per_channel: bool = True, keep=(), only_under: str 
     q_path = path.replace(".onnx", ".int8.onnx")
     # DefaultTensorType: the type of a tensor shape inference cannot follow through ORT's own fused ops (the
     # optimized peer's graph); a fallback only, the plain graphs never need it
-    quantize_dynamic(path, q_path, weight_type=QuantType.QInt8, per_channel=per_channel, nodes_to_exclude=exclude,
+    weight_type = QuantType.QUInt8 if weights == "u8" else QuantType.QInt8
+    quantize_dynamic(path, q_path, weight_type=weight_type, per_channel=per_channel, nodes_to_exclude=exclude,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return q_path
 
@@ -150,15 +151,17 @@ def layer_file(layer: Layer, folder: str, name: str, int8: bool, received: bool,
     """One layer (with `readouts` and, if `received`, the attention each token received) as an ONNX file in
     `folder`, ORT INT8 if `int8`: (its path, its output names). Shared by the per-layer sessions (OrtLayer) and
     the whole-graph runtime (eat/whole_graph.py), so both run the same layer graphs."""
+    weights = int8_weights(cfg)
     if int8 and cfg.activation == "token":  # ORT quantizes the normalized MatMuls (TokenNormLinear)
         layer = swap_linears(copy.deepcopy(layer), lambda lin: TokenNormLinear(lin, cfg.per_channel),
                              cfg.fp32_linears)
     elif int8 and cfg.activation == "row":  # the Linears export as INT8 ops themselves: no quantizer pass
-        layer = swap_linears(copy.deepcopy(layer), lambda lin: RowInt8Linear(lin, cfg.per_channel), cfg.fp32_linears)
+        layer = swap_linears(copy.deepcopy(layer), lambda lin: RowInt8Linear(lin, cfg.per_channel, weights),
+                             cfg.fp32_linears)
     path = os.path.join(folder, f"{name}.onnx")
     outputs = export_layer(_LayerGraph(layer, received, dict(readouts or {})), path, cfg.opset)
     if int8 and cfg.activation != "row":  # only the layer body: the readouts (heads) stay fp32, as the final head
-        path = ort_int8_file(path, cfg.per_channel, cfg.fp32_linears, only_under="/layer/")
+        path = ort_int8_file(path, cfg.per_channel, cfg.fp32_linears, only_under="/layer/", weights=weights)
     return path, outputs
 
 
@@ -340,18 +343,23 @@ class _RowInt8MatMul(torch.autograd.Function):
     arithmetic in fp32 (for tests); exported as QuantizeLinear (scale 1, uint8 zero point 128) -> MatMulInteger ->
     Cast -> Mul by the column scales. The Mul after Cast must hold the column scales only: ORT fuses that chain into
     MatMulIntegerToFloat, whose kernel computes wrong results when that Mul also holds per-row scales
-    (experiments/runtimes_tried.md)."""
+    (experiments/runtimes_tried.md). Weights int8 (`u8=False`: ORT's u8s8 kernel, which saturates on CPUs without
+    VNNI) or uint8 + 128 with zero point 128 (`u8=True`: the u8u8 kernel, exact everywhere)."""
 
     @staticmethod
-    def forward(ctx, xs: Tensor, wq_t: Tensor, w_scale: Tensor) -> Tensor:  # (..., K), (K, N) integers, (N,)
+    def forward(ctx, xs: Tensor, wq_t: Tensor, w_scale: Tensor, u8: bool = False) -> Tensor:  # (..., K), (K, N), (N,)
         return (torch.round(xs).clamp(-127, 127) @ wq_t) * w_scale
 
     @staticmethod
-    def symbolic(g, xs, wq_t, w_scale):
+    def symbolic(g, xs, wq_t, w_scale, u8=False):
         zp = g.op("Constant", value_t=torch.tensor(128, dtype=torch.uint8))
         xq = g.op("QuantizeLinear", xs, g.op("Constant", value_t=torch.tensor(1.0)), zp)
-        wq = g.op("Cast", wq_t, to_i=3)  # INT8; ORT folds the cast of a constant at load
-        return g.op("Mul", g.op("Cast", g.op("MatMulInteger", xq, wq, zp), to_i=1), w_scale)  # to FLOAT
+        if u8:  # ORT folds the add and the cast of a constant at load
+            wq = g.op("Cast", g.op("Add", wq_t, g.op("Constant", value_t=torch.tensor(128.0))), to_i=2)  # UINT8
+            acc = g.op("MatMulInteger", xq, wq, zp, zp)
+        else:
+            acc = g.op("MatMulInteger", xq, g.op("Cast", wq_t, to_i=3), zp)  # INT8
+        return g.op("Mul", g.op("Cast", acc, to_i=1), w_scale)  # to FLOAT
 
 
 class RowInt8Linear(nn.Module):
@@ -361,16 +369,35 @@ class RowInt8Linear(nn.Module):
     11-20% less time per Linear for one sentence (experiments/results/int8_kernels.md). Symmetric: an input whose
     values are mostly on one side (after GELU) gets about one bit less than with TokenNormLinear's own range."""
 
-    def __init__(self, lin: nn.Linear, per_channel: bool = True):
+    def __init__(self, lin: nn.Linear, per_channel: bool = True, weights: str = "s8"):
         super().__init__()
         wq, scale = fake_quant_weight(lin.weight.detach().float(), per_channel)
+        self.u8 = weights == "u8"  # runtime.int8_weights: how the export hands the weights to ORT
         self.wq_t = nn.Parameter((wq / scale[:, None]).round().t().contiguous(), requires_grad=False)  # (K, N)
         self.w_scale = nn.Parameter(scale.float(), requires_grad=False)
         self.bias = nn.Parameter(bias_of(lin), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
         s = x.abs().amax(-1, keepdim=True).clamp_min(1e-8) / 127.0
-        return _RowInt8MatMul.apply(x / s, self.wq_t, self.w_scale) * s + self.bias
+        return _RowInt8MatMul.apply(x / s, self.wq_t, self.w_scale, self.u8) * s + self.bias
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has VNNI (AVX512-VNNI or AVX-VNNI): ORT's u8s8 INT8 kernel is exact there; without it (AVX2)
+    the kernel adds pairs of u8 x s8 products in 16 bits and saturates (runtime.int8_weights)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def int8_weights(cfg: RuntimeConfig) -> str:
+    """runtime.int8_weights resolved for this CPU: auto is s8 where ORT's u8s8 kernel is exact (VNNI), else u8."""
+    if cfg.int8_weights != "auto":
+        return cfg.int8_weights
+    return "s8" if cpu_has_vnni() else "u8"
 
 
 def swap_linears(module: nn.Module, make, keep=(), _path: str = "") -> nn.Module:
