@@ -133,6 +133,12 @@ report: install
 	$(PY) experiments/table_headline.py --results experiments/results/qqp_offline_runtimes_opt.csv \
 	  --out experiments/report/qqp_offline_runtimes_opt/headline.md \
 	  --peers hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt > /dev/null
+	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_avx2.csv \
+	  --out experiments/report/sst2_runtimes_confidence0.8_avx2/headline.md \
+	  --peers ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt > /dev/null
+	$(PY) experiments/table_headline.py --results experiments/results/qqp_offline_runtimes_pair_confidence0.8_avx2.csv \
+	  --out experiments/report/qqp_offline_runtimes_pair_confidence0.8_avx2/headline.md \
+	  --peers hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt > /dev/null
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
 SEED ?= 42
