@@ -9,7 +9,8 @@
 - ort / ort_int8: each layer body is exported on its own (`torch.onnx.export`, dynamic batch and length) and
   run as one ONNX Runtime session (fp32, or with ORT dynamic INT8; with activation=token each Linear's input
   is normalized per token inside the graph first, see TokenNormLinear; with activation=row each Linear is
-  exported as INT8 ops with one symmetric scale per token, see RowInt8Linear). Embeddings, heads and the
+  exported as INT8 ops with one symmetric scale per token, see RowInt8Linear; weights int8 or uint8 by
+  runtime.int8_weights, since ORT's int8-weight kernel saturates on CPUs without VNNI). Embeddings, heads and the
   mechanisms stay in PyTorch and act between layers, so rows still exit and tokens are still gathered.
   A layer session takes the hidden states and the additive mask of the attention function the mechanisms
   chose (`MaskedAttention.allowed`: dense, or the local window), and a second variant also returns the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 import os
@@ -382,6 +384,7 @@ class RowInt8Linear(nn.Module):
         return _RowInt8MatMul.apply(x / s, self.wq_t, self.w_scale, self.u8) * s + self.bias
 
 
+@functools.lru_cache(maxsize=None)  # read once: every layer graph asks
 def cpu_has_vnni() -> bool:
     """Whether this CPU has VNNI (AVX512-VNNI or AVX-VNNI): ORT's u8s8 INT8 kernel is exact there; without it (AVX2)
     the kernel adds pairs of u8 x s8 products in 16 bits and saturates (runtime.int8_weights)."""
