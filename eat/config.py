@@ -144,9 +144,12 @@ class RuntimeConfig:
     # kernel, which on CPUs without VNNI (AVX2 only) adds pairs of products in 16 bits and saturates, so a layer no
     # longer computes its own integer arithmetic (98.51% agreement with fp32 on SST-2 dev for `row` on such a CPU);
     # u8 (stored + 128, zero point 128) runs the u8u8 kernel, exact on every CPU, ~1.2x the time per Linear on an
-    # AVX2 CPU (99.31%). auto (default): s8 where the CPU has VNNI (eat.runtimes.cpu_has_vnni), else u8, so every
-    # CPU computes the same integers. experiments/runtimes_tried.md (2026-12-07). The INT8 peers keep
-    # quantize_dynamic's default (s8), as a user runs it.
+    # AVX2 CPU (99.31%). s7 (activation=row only): int8 weights within +-63 (a scale per channel of max|w| / 63),
+    # the u8s8 kernel at its speed and exact on every CPU, since two products of a u8 and a 7-bit weight never
+    # overflow 16 bits (99.20%). auto (default): s8 where the CPU has VNNI (eat.runtimes.cpu_has_vnni), else s7
+    # with activation=row and u8 with token, so every CPU computes the layer's own integers.
+    # experiments/runtimes_tried.md (2026-12-07). The INT8 peers keep quantize_dynamic's default (s8), as a user
+    # runs it.
     int8_weights: str = "auto"
     # runtime=int8 / ort_int8: the Linears left in fp32, by name (a Linear stays fp32 when a part of its module
     # path is listed): q, k, v, o, ffn_in, ffn_out of every layer; head (the final head), heads (the exit heads;
@@ -161,7 +164,10 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         _choice("runtime.name", self.name, RUNTIMES)
         _choice("runtime.activation", self.activation, ("token", "tensor", "row"))
-        _choice("runtime.int8_weights", self.int8_weights, ("auto", "s8", "u8"))
+        _choice("runtime.int8_weights", self.int8_weights, ("auto", "s8", "s7", "u8"))
+        _check(self.int8_weights != "s7" or self.activation == "row", "runtime.int8_weights", self.int8_weights,
+               "s7 is for runtime.activation=row (the Linears export their own integers); ORT's quantizer "
+               "(activation=token) has s8 and u8")
         _check(self.activation != "row" or self.name != "int8", "runtime.activation",
                self.activation, "row runs in the ORT INT8 layer graphs only (runtime=ort_int8); runtime=int8 "
                "has token and tensor")

@@ -9,8 +9,8 @@
 - ort / ort_int8: each layer body is exported on its own (`torch.onnx.export`, dynamic batch and length) and
   run as one ONNX Runtime session (fp32, or with ORT dynamic INT8; with activation=token each Linear's input
   is normalized per token inside the graph first, see TokenNormLinear; with activation=row each Linear is
-  exported as INT8 ops with one symmetric scale per token, see RowInt8Linear; weights int8 or uint8 by
-  runtime.int8_weights, since ORT's int8-weight kernel saturates on CPUs without VNNI). Embeddings, heads and the
+  exported as INT8 ops with one symmetric scale per token, see RowInt8Linear; weights int8, int8 on 7 bits or
+  uint8 by runtime.int8_weights, since ORT's int8-weight kernel saturates on CPUs without VNNI). Embeddings, heads and the
   mechanisms stay in PyTorch and act between layers, so rows still exit and tokens are still gathered.
   A layer session takes the hidden states and the additive mask of the attention function the mechanisms
   chose (`MaskedAttention.allowed`: dense, or the local window), and a second variant also returns the
@@ -246,12 +246,12 @@ class _Embed(nn.Module):
 
 
 # ----------------------------------------------------------------------------- INT8 with per-token scales
-def fake_quant_weight(w: Tensor, per_channel: bool) -> Tuple[Tensor, Tensor]:
-    """Symmetric INT8 weights (range +-127): (the weights rounded to the INT8 grid, in fp32; the scales). A
+def fake_quant_weight(w: Tensor, per_channel: bool, qmax: int = 127) -> Tuple[Tensor, Tensor]:
+    """Symmetric INT8 weights (range +-qmax): (the weights rounded to the INT8 grid, in fp32; the scales). A
     quantizer given the rounded weights finds the same scales and integers again (ORT's quantize_dynamic)."""
     amax = w.abs().amax(1, keepdim=True) if per_channel else w.abs().max().expand(w.shape[0], 1)
-    scale = amax.clamp_min(1e-12) / 127
-    return (w / scale).round().clamp(-127, 127) * scale, scale.squeeze(1)
+    scale = amax.clamp_min(1e-12) / qmax
+    return (w / scale).round().clamp(-qmax, qmax) * scale, scale.squeeze(1)
 
 
 def token_normalize(x2: Tensor, out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
@@ -346,7 +346,8 @@ class _RowInt8MatMul(torch.autograd.Function):
     Cast -> Mul by the column scales. The Mul after Cast must hold the column scales only: ORT fuses that chain into
     MatMulIntegerToFloat, whose kernel computes wrong results when that Mul also holds per-row scales
     (experiments/runtimes_tried.md). Weights int8 (`u8=False`: ORT's u8s8 kernel, which saturates on CPUs without
-    VNNI) or uint8 + 128 with zero point 128 (`u8=True`: the u8u8 kernel, exact everywhere)."""
+    VNNI unless the weights stay within +-63, runtime.int8_weights=s7) or uint8 + 128 with zero point 128 (`u8=True`:
+    the u8u8 kernel, exact everywhere, slower)."""
 
     @staticmethod
     def forward(ctx, xs: Tensor, wq_t: Tensor, w_scale: Tensor, u8: bool = False) -> Tensor:  # (..., K), (K, N), (N,)
@@ -373,8 +374,9 @@ class RowInt8Linear(nn.Module):
 
     def __init__(self, lin: nn.Linear, per_channel: bool = True, weights: str = "s8"):
         super().__init__()
-        wq, scale = fake_quant_weight(lin.weight.detach().float(), per_channel)
-        self.u8 = weights == "u8"  # runtime.int8_weights: how the export hands the weights to ORT
+        # runtime.int8_weights: s7 keeps the weights within +-63, so that ORT's u8s8 kernel cannot saturate
+        wq, scale = fake_quant_weight(lin.weight.detach().float(), per_channel, 63 if weights == "s7" else 127)
+        self.u8 = weights == "u8"  # how the export hands the weights to ORT
         self.wq_t = nn.Parameter((wq / scale[:, None]).round().t().contiguous(), requires_grad=False)  # (K, N)
         self.w_scale = nn.Parameter(scale.float(), requires_grad=False)
         self.bias = nn.Parameter(bias_of(lin), requires_grad=False)
@@ -397,10 +399,14 @@ def cpu_has_vnni() -> bool:
 
 
 def int8_weights(cfg: RuntimeConfig) -> str:
-    """runtime.int8_weights resolved for this CPU: auto is s8 where ORT's u8s8 kernel is exact (VNNI), else u8."""
+    """runtime.int8_weights resolved for this CPU: auto is s8 where ORT's u8s8 kernel is exact (VNNI); elsewhere s7
+    (the same fast kernel, weights within +-63 so that no pair of products overflows 16 bits) where the Linears
+    export their own integers (activation=row), u8 for ORT's quantizer (activation=token)."""
     if cfg.int8_weights != "auto":
         return cfg.int8_weights
-    return "s8" if cpu_has_vnni() else "u8"
+    if cpu_has_vnni():
+        return "s8"
+    return "s7" if cfg.activation == "row" else "u8"
 
 
 def swap_linears(module: nn.Module, make, keep=(), _path: str = "") -> nn.Module:

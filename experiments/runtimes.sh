@@ -81,11 +81,14 @@ PRUNES=$($PY -c "import sys, yaml; print(int(bool(yaml.safe_load(open(sys.argv[1
   --config eat_ort_int8_whole operating_point=$OP runtime=ort_int8 runtime.graph=whole
   # batch-invariant INT8 with one symmetric scale per token (runtime.activation=row, fewer ops than token)
   --config eat_ort_int8_whole_row operating_point=$OP runtime=ort_int8 runtime.graph=whole runtime.activation=row)
-# On a CPU without VNNI runtime.int8_weights=auto gives the layer graphs uint8 weights (exact there); the int8 ones
-# (ORT's u8s8 kernel, which saturates there) beside them in the fastest runtime, for the price of exactness
+# On a CPU without VNNI runtime.int8_weights=auto gives `row` int8 weights on 7 bits (s7: exact there); beside them
+# in the fastest runtime, the uint8 ones (u8, exact, slower) and the 8-bit int8 ones (s8: ORT's u8s8 kernel
+# saturates there), for the price of exactness
 VNNI=$($PY -c "from eat.runtimes import cpu_has_vnni; print(int(cpu_has_vnni()))")
-[ $VNNI = 0 ] && { [ $TASK = sst2 ] || [ $PRUNES = 0 ]; } && CONFIGS+=(--config eat_ort_int8_whole_row_s8
-  operating_point=$OP runtime=ort_int8 runtime.graph=whole runtime.activation=row runtime.int8_weights=s8)
+for W in u8 s8; do
+  [ $VNNI = 0 ] && { [ $TASK = sst2 ] || [ $PRUNES = 0 ]; } && CONFIGS+=(--config eat_ort_int8_whole_row_$W
+    operating_point=$OP runtime=ort_int8 runtime.graph=whole runtime.activation=row runtime.int8_weights=$W)
+done
 # HEADS=pair: the mean-pooled distilled model at its own point, in its fastest runtime, beside the pair-pooled one
 E_MEAN=outputs/${TASK}_eat_distill_seed$SEED/checkpoints/best.ckpt
 MC=${MEAN_CONFIDENCE-${CONFIDENCE:-}}  # MEAN_CONFIDENCE= : the mean-pooled model's confidence-0 point instead
