@@ -136,6 +136,9 @@ report: install
 	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_avx2.csv \
 	  --out experiments/report/sst2_runtimes_confidence0.8_avx2/headline.md \
 	  --peers ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt > /dev/null
+	$(PY) experiments/speedup_bound.py --results experiments/results/sst2_runtimes_confidence0.8_avx2.csv \
+	  --out experiments/report/sst2_speedup_bound_avx2.md --full ort_int8_opt --truncated "truncated_k{k}_ort_int8_opt" \
+	  --configs eat_ort_int8_whole_row,eat_ort_int8_whole_row_u8 > /dev/null
 	$(PY) experiments/table_headline.py --results experiments/results/qqp_offline_runtimes_pair_confidence0.8_avx2.csv \
 	  --out experiments/report/qqp_offline_runtimes_pair_confidence0.8_avx2/headline.md \
 	  --peers hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt > /dev/null
