@@ -97,6 +97,24 @@ frontier: install
 # files that git does not track are ignored, and their figures are replaced by a note in tables.md), no dates,
 # versions or absolute paths in any output.
 REPORTS := $(patsubst experiments/results/%.csv,%,$(filter-out %long_sequences.csv %long_sequences_cuda.csv %training_cost.csv,$(wildcard experiments/results/*.csv)))
+# Issue 14's headline tables, one per run of the harness: RESULTS[:PEERS] (a column per peer label, seed by seed).
+HEADLINES := sst2_runtimes sst2_runtimes_confidence0.8 \
+  sst2_runtimes_confidence0.8_whole:ort_int8,truncated_k4_ort_int8 \
+  sst2_runtimes_confidence0.8_opt:ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt \
+  sst2_runtimes_confidence0.8_row:ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt \
+  sst2_runtimes_confidence0.8_layer_row:ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt \
+  mnli_offline_runtimes_opt:hf_int8,ort_int8,ort_int8_opt \
+  qqp_offline_runtimes_opt:hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt \
+  sst2_runtimes_confidence0.8_avx2:ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt \
+  qqp_offline_runtimes_pair_confidence0.8_avx2:hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt \
+  qqp_offline_runtimes_pair_confidence0.8_avx2_s7:hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt
+# Speed-up bounds against the truncated peer (experiments/speedup_bound.py): OUT:RESULTS:FULL:TRUNCATED:CONFIGS.
+BOUNDS := sst2_speedup_bound:sst2_runtimes_confidence0.8_whole:ort_int8:truncated_k4_ort_int8:eat_ort_int8_whole,eat_ort_int8_whole_tensor \
+  sst2_speedup_bound_opt:sst2_runtimes_confidence0.8_opt:ort_int8_opt:truncated_k{k}_ort_int8_opt:eat_ort_int8_whole,eat_ort_int8_whole_tensor \
+  sst2_speedup_bound_layer_row:sst2_runtimes_confidence0.8_layer_row:ort_int8_opt:truncated_k{k}_ort_int8_opt:eat_ort_int8_whole_row,eat_ort_int8_row \
+  sst2_speedup_bound_avx2:sst2_runtimes_confidence0.8_avx2:ort_int8_opt:truncated_k{k}_ort_int8_opt:eat_ort_int8_whole_row,eat_ort_int8_whole_row_u8
+bound_args = --results experiments/results/$(word 2,$(1)).csv --out experiments/report/$(word 1,$(1)).md \
+  --full $(word 3,$(1)) --truncated "$(word 4,$(1))" --configs $(word 5,$(1))
 report: install
 	$(foreach r,$(REPORTS),$(PY) -m eat.report --committed-only --results experiments/results/$(r).csv --out experiments/report/$(r) &&) true
 	$(PY) experiments/plot_long_sequences.py experiments/results/long_sequences.csv experiments/report/long_sequences
@@ -106,45 +124,9 @@ report: install
 	  --gpu experiments/results/sst2_combos_cuda.csv --out experiments/report/sst2_combos_cpu/trained_combos.md
 	$(PY) experiments/table_headline.py --results experiments/results/sst2_headline.csv \
 	  --out experiments/report/sst2_headline/headline.md --targets 1=1.8,32=1.6 --target-labels eat > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes.csv \
-	  --out experiments/report/sst2_runtimes/headline.md > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8.csv \
-	  --out experiments/report/sst2_runtimes_confidence0.8/headline.md > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_whole.csv \
-	  --out experiments/report/sst2_runtimes_confidence0.8_whole/headline.md --peers ort_int8,truncated_k4_ort_int8 > /dev/null
-	$(PY) experiments/speedup_bound.py --results experiments/results/sst2_runtimes_confidence0.8_whole.csv \
-	  --out experiments/report/sst2_speedup_bound.md > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_opt.csv \
-	  --out experiments/report/sst2_runtimes_confidence0.8_opt/headline.md \
-	  --peers ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt > /dev/null
-	$(PY) experiments/speedup_bound.py --results experiments/results/sst2_runtimes_confidence0.8_opt.csv \
-	  --out experiments/report/sst2_speedup_bound_opt.md --full ort_int8_opt --truncated "truncated_k{k}_ort_int8_opt" > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_row.csv \
-	  --out experiments/report/sst2_runtimes_confidence0.8_row/headline.md \
-	  --peers ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_layer_row.csv \
-	  --out experiments/report/sst2_runtimes_confidence0.8_layer_row/headline.md \
-	  --peers ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt > /dev/null
-	$(PY) experiments/speedup_bound.py --results experiments/results/sst2_runtimes_confidence0.8_layer_row.csv \
-	  --out experiments/report/sst2_speedup_bound_layer_row.md --full ort_int8_opt --truncated "truncated_k{k}_ort_int8_opt" \
-	  --configs eat_ort_int8_whole_row,eat_ort_int8_row > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/mnli_offline_runtimes_opt.csv \
-	  --out experiments/report/mnli_offline_runtimes_opt/headline.md --peers hf_int8,ort_int8,ort_int8_opt > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/qqp_offline_runtimes_opt.csv \
-	  --out experiments/report/qqp_offline_runtimes_opt/headline.md \
-	  --peers hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/sst2_runtimes_confidence0.8_avx2.csv \
-	  --out experiments/report/sst2_runtimes_confidence0.8_avx2/headline.md \
-	  --peers ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt > /dev/null
-	$(PY) experiments/speedup_bound.py --results experiments/results/sst2_runtimes_confidence0.8_avx2.csv \
-	  --out experiments/report/sst2_speedup_bound_avx2.md --full ort_int8_opt --truncated "truncated_k{k}_ort_int8_opt" \
-	  --configs eat_ort_int8_whole_row,eat_ort_int8_whole_row_u8 > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/qqp_offline_runtimes_pair_confidence0.8_avx2.csv \
-	  --out experiments/report/qqp_offline_runtimes_pair_confidence0.8_avx2/headline.md \
-	  --peers hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt > /dev/null
-	$(PY) experiments/table_headline.py --results experiments/results/qqp_offline_runtimes_pair_confidence0.8_avx2_s7.csv \
-	  --out experiments/report/qqp_offline_runtimes_pair_confidence0.8_avx2_s7/headline.md \
-	  --peers hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt > /dev/null
+	$(foreach h,$(HEADLINES),$(PY) experiments/table_headline.py --results experiments/results/$(word 1,$(subst :, ,$(h))).csv \
+	  --out experiments/report/$(word 1,$(subst :, ,$(h)))/headline.md --peers=$(word 2,$(subst :, ,$(h))) > /dev/null &&) true
+	$(foreach b,$(BOUNDS),$(PY) experiments/speedup_bound.py $(call bound_args,$(subst :, ,$(b))) > /dev/null &&) true
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
 SEED ?= 42
