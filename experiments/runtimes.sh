@@ -17,6 +17,9 @@
 #   HEADS=pair (mnli|qqp): EAT is the distilled model with pair-pooled exit heads (HEADS=pair bash
 #         experiments/pairs.sh ...) at its own point, results in TAG_runtimes_pair...; the mean-pooled model at its
 #         point (same CONFIDENCE, or MEAN_CONFIDENCE) joins as eat_mean_* in its best runtime when both exist.
+#   EAT=joint, POINT=NAME (mnli|qqp): the EAT model and point as experiments/pairs.sh names them (pairs_paths.sh): the
+#         whole model trained with its heads (EAT=joint ... pairs.sh), the point of another selection (POINT=exits:
+#         pairs_seedSEED..._exits); results in TAG_runtimes[_HEADS][_joint][_confidenceC][_POINT][_RUN].
 # Usage: bash experiments/runtimes.sh sst2|mnli|qqp SEED
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,26 +27,25 @@ TASK=${1:?usage: runtimes.sh sst2|mnli|qqp SEED}
 SEED=${2:?usage: runtimes.sh sst2|mnli|qqp SEED}
 GLUE=${EAT_GLUE_DIR:-../shared/data/glue}
 PY=.venv/bin/python
-case $TASK in
-  sst2) EAT=outputs/sst2/eat_seed$SEED/checkpoints/best.ckpt; COMMON=(seed=$SEED); TAG=sst2 ;;
-  mnli|qqp) EAT=outputs/${TASK}_eat_distill${HEADS:+_$HEADS}_seed$SEED/checkpoints/best.ckpt
-            COMMON=(seed=$SEED experiment=${TASK}_offline)
-            TAG=${TASK}_offline ;;
-  *) echo "task=$TASK: allowed values are sst2, mnli, qqp" >&2; exit 2 ;;
-esac
 case ${HEADS:-}:$TASK in :*|pair:mnli|pair:qqp) ;;
   *) echo "HEADS=$HEADS: allowed values are pair (tasks mnli, qqp) or unset" >&2; exit 2 ;; esac
 CONF=${CONFIDENCE:+_confidence$CONFIDENCE}
-if [ $TASK = sst2 ]; then
-  OP=experiments/results/sst2_select/seed$SEED${CONF:-}/operating_point.yaml
-  MAKE="STEPS=train,select bash experiments/sst2.sh $SEED"
-else
-  OP=experiments/results/${TAG}_select/pairs_seed$SEED${HEADS:+_$HEADS}${CONF:-}/operating_point.yaml
-  MAKE="STEPS=train,select bash experiments/pairs.sh $TASK $SEED"
-fi
+J=
+case $TASK in
+  sst2) EAT=outputs/sst2/eat_seed$SEED/checkpoints/best.ckpt; COMMON=(seed=$SEED); TAG=sst2
+        OP=experiments/results/sst2_select/seed$SEED${CONF:-}/operating_point.yaml
+        MAKE="STEPS=train,select bash experiments/sst2.sh $SEED" ;;
+  mnli|qqp) T=$TASK O=outputs R=experiments/results; EAT=${EAT:-distill}
+            source experiments/pairs_paths.sh
+            pair_paths $SEED  # the EAT model (E1) and its point (OP), named as pairs.sh names them
+            EAT=$E1; COMMON=(seed=$SEED experiment=${TASK}_offline); TAG=${TASK}_offline
+            MAKE="${POINT:+POINT=$POINT }STEPS=train,select bash experiments/pairs.sh $TASK $SEED"
+            [ -n "$J" ] && MAKE="EAT=joint STAGE2=joint $MAKE" ;;
+  *) echo "task=$TASK: allowed values are sst2, mnli, qqp" >&2; exit 2 ;;
+esac
 [ -n "${CONF:-}" ] && MAKE="CONFIDENCE=$CONFIDENCE $MAKE"
 [ -n "${HEADS:-}" ] && MAKE="HEADS=$HEADS $MAKE"
-OUT=${TAG}_runtimes${HEADS:+_$HEADS}${CONF:-}${RUN:+_$RUN}
+OUT=${TAG}_runtimes${HEADS:+_$HEADS}$J${CONF:-}${POINT:+_$POINT}${RUN:+_$RUN}
 for f in $EAT $OP; do
   [ -f $f ] || { echo "error: $f not found: run $MAKE first" >&2; exit 2; }
 done

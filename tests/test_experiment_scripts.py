@@ -319,8 +319,8 @@ def test_speedup_bound_fits_the_two_static_models_and_bounds_a_zero_overhead_eat
 
 def test_script_settings_are_checked_before_any_work():
     """Environment settings of the experiment scripts: sst2_train.sh's STEPS is a count of optimiser steps (sst2.sh's
-    own STEPS, a list of steps, reaches it as TRAIN_STEPS), runtimes.sh's HEADS is pair on a pair task or unset.
-    Each bad value stops the script at once (exit 2) naming the setting and what it allows."""
+    own STEPS, a list of steps, reaches it as TRAIN_STEPS), runtimes.sh's HEADS is pair on a pair task or unset, its
+    EAT distill or joint. Each bad value stops the script at once (exit 2) naming the setting and what it allows."""
     import os
     import subprocess
 
@@ -333,3 +333,5 @@ def test_script_settings_are_checked_before_any_work():
     for heads, task in (("mean", "qqp"), ("pair", "sst2")):
         r = run("runtimes.sh", [task, "0"], HEADS=heads)
         assert r.returncode == 2 and f"HEADS={heads}" in r.stderr and "pair (tasks mnli, qqp)" in r.stderr
+    r = run("runtimes.sh", ["mnli", "0"], EAT="frozen")  # the EAT model of a pair task, named as pairs.sh names it
+    assert r.returncode == 2 and "EAT=frozen" in r.stderr and "distill, joint" in r.stderr
