@@ -107,7 +107,8 @@ HEADLINES := sst2_runtimes sst2_runtimes_confidence0.8 \
   qqp_offline_runtimes_opt:hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt \
   sst2_runtimes_confidence0.8_avx2:ort_int8,ort_int8_opt,truncated_k3_ort_int8_opt,truncated_k4_ort_int8_opt \
   qqp_offline_runtimes_pair_confidence0.8_avx2:hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt \
-  qqp_offline_runtimes_pair_confidence0.8_avx2_s7:hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt
+  qqp_offline_runtimes_pair_confidence0.8_avx2_s7:hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt \
+  mnli_offline_runtimes_pair_joint_confidence0.8_exits_avx2_s7:hf_int8,ort_int8,ort_int8_opt,truncated_k5_ort_int8_opt
 # Speed-up bounds against the truncated peer (experiments/speedup_bound.py): OUT:RESULTS:FULL:TRUNCATED:CONFIGS.
 BOUNDS := sst2_speedup_bound:sst2_runtimes_confidence0.8_whole:ort_int8:truncated_k4_ort_int8:eat_ort_int8_whole,eat_ort_int8_whole_tensor \
   sst2_speedup_bound_opt:sst2_runtimes_confidence0.8_opt:ort_int8_opt:truncated_k{k}_ort_int8_opt:eat_ort_int8_whole,eat_ort_int8_whole_tensor \
