@@ -320,7 +320,8 @@ def test_speedup_bound_fits_the_two_static_models_and_bounds_a_zero_overhead_eat
 def test_script_settings_are_checked_before_any_work():
     """Environment settings of the experiment scripts: sst2_train.sh's STEPS is a count of optimiser steps (sst2.sh's
     own STEPS, a list of steps, reaches it as TRAIN_STEPS), runtimes.sh's HEADS is pair on a pair task or unset, its
-    EAT distill or joint. Each bad value stops the script at once (exit 2) naming the setting and what it allows."""
+    EAT distill or joint, layer_cost.sh's TASK a task it knows and MIN_K a depth below the backbone's 6 layers. Each bad
+    value stops the script at once (exit 2, before any training) naming the setting and what it allows."""
     import os
     import subprocess
 
@@ -335,3 +336,8 @@ def test_script_settings_are_checked_before_any_work():
         assert r.returncode == 2 and f"HEADS={heads}" in r.stderr and "pair (tasks mnli, qqp)" in r.stderr
     r = run("runtimes.sh", ["mnli", "0"], EAT="frozen")  # the EAT model of a pair task, named as pairs.sh names it
     assert r.returncode == 2 and "EAT=frozen" in r.stderr and "distill, joint" in r.stderr
+    r = run("layer_cost.sh", ["0"], TASK="cola")
+    assert r.returncode == 2 and "TASK=cola" in r.stderr and "sst2, mnli, qqp" in r.stderr
+    for k in ("6", "0", "x"):
+        r = run("layer_cost.sh", ["0"], MIN_K=k)
+        assert r.returncode == 2 and f"MIN_K={k}" in r.stderr and "1 to 5" in r.stderr
