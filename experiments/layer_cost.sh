@@ -7,7 +7,7 @@
 # barely moved), so the accuracies in the output mean nothing; the graphs and shapes are those of a trained model.
 # Why: 3.5d's run (RESULTS) timed the 6- and 5-layer MNLI models at bs=1 within each other's per-pass range, so it
 # could not say whether a layer EAT skips saves anything there.
-# Usage: [TASK=mnli|qqp|sst2] [MIN_K=3] [N1=300] [N32=1000] [PASSES=9] bash experiments/layer_cost.sh [SEED]
+# Usage: [TASK=mnli|qqp|sst2] [MIN_K=3] [N1=300] [N32=1000] [PASSES=9] [RUN=] bash experiments/layer_cost.sh [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEED=${1:-42}
@@ -22,7 +22,7 @@ case $TASK in
 esac
 case $MIN_K in [1-5]) ;; *) echo "MIN_K=$MIN_K: allowed values are 1 to 5 (the backbone has 6 layers)" >&2; exit 2 ;; esac
 WORK=outputs/layer_cost/${TASK}_seed$SEED
-NAME=${TASK}_layer_cost
+NAME=${TASK}_layer_cost${RUN:+_$RUN}  # RUN=NAME: its own results files (another host, another day)
 CONFIGS=(--config hf_fp32 mechanism=none peer=hf_static)
 for K in $(seq 6 -1 "$MIN_K"); do
   CK=$WORK/k$K/checkpoints/best.ckpt
