@@ -317,6 +317,37 @@ def test_speedup_bound_fits_the_two_static_models_and_bounds_a_zero_overhead_eat
     assert "| 2.400 | 1.04x |" in lines[1]  # 2.5 / 2.4 against the 3-layer peer
 
 
+def test_layer_cost_fit_reads_a_layers_cost_off_every_depth_and_bounds_an_eat(tmp_path, capsys):
+    """experiments/layer_cost_fit.py: the least-squares line T(K) = F + K L through every depth timed, its residuals,
+    and for an EAT at depth d the bound T(ceil(d)) / (F + d L); a depth timed twice, a single depth, or a depth whose
+    matched peer was not timed is an error (exit 2) and writes nothing."""
+    cols = ["harness", "model", "seed", "batch_size", "num_layers", "latency_ms_per_example", "speedup", "speedup_min",
+            "speedup_max"]
+
+    def row(k, ms, model="ort_int8_opt"):
+        return ["eat.bench", model, 42, 1, k, ms, 2.0, 1.9, 2.1]
+
+    # F = 0.5, L = 1.0 exactly, plus HF fp32's row (another model: ignored)
+    rows = [row(6, 9.0, "hf_static")] + [row(k, 0.5 + k) for k in (6, 5, 4, 3)]
+    path, out = tmp_path / "c.csv", tmp_path / "fit.md"
+    write_csv(path, cols, rows)
+    fit = load("layer_cost_fit")
+    assert fit.main(["--results", str(path), "--out", str(out), "--depths", "3.5"]) == 0
+    text = out.read_text()
+    assert "L = 1.000 ms per layer, F = 0.500 ms" in text and "| 5 | 5.500 | 2.00x [1.90-2.10] | 5.500 | +0.000 |" in text
+    # d = 3.5 -> k = 4: T(4) = 4.5 against 0.5 + 3.5 = 4.0: 1.12x; 1.5x needs e <= (4.5 / 1.5 - 0.5) / 1 = 2.50
+    assert "| 3.50 | 4 | 4.500 | 4.000 | 1.12x | 2.50 |" in text
+    args = ["--results", str(path), "--out", str(tmp_path / "x.md")]
+    assert fit.main(args + ["--depths", "6.5"]) == 2 and "--depths 6.5" in capsys.readouterr().err
+    write_csv(path, cols, rows + [row(4, 9.9)])  # a rerun appended to the same file
+    assert fit.main(args) == 2 and "K = 4 twice" in capsys.readouterr().err
+    write_csv(path, cols, [row(6, 6.5), row(5, 5.5)])
+    assert fit.main(args + ["--depths", "3.5"]) == 2 and "needs the 4-layer model" in capsys.readouterr().err
+    write_csv(path, cols, [row(6, 6.5)])
+    assert fit.main(args) == 2 and "one depth only" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()
+
+
 def test_script_settings_are_checked_before_any_work():
     """Environment settings of the experiment scripts: sst2_train.sh's STEPS is a count of optimiser steps (sst2.sh's
     own STEPS, a list of steps, reaches it as TRAIN_STEPS), runtimes.sh's HEADS is pair on a pair task or unset, its
