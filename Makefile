@@ -115,7 +115,7 @@ BOUNDS := sst2_speedup_bound:sst2_runtimes_confidence0.8_whole:ort_int8:truncate
   sst2_speedup_bound_layer_row:sst2_runtimes_confidence0.8_layer_row:ort_int8_opt:truncated_k{k}_ort_int8_opt:eat_ort_int8_whole_row,eat_ort_int8_row \
   sst2_speedup_bound_avx2:sst2_runtimes_confidence0.8_avx2:ort_int8_opt:truncated_k{k}_ort_int8_opt:eat_ort_int8_whole_row,eat_ort_int8_whole_row_u8
 # What a layer costs (experiments/layer_cost.sh's runs), fitted at every depth: RESULTS:DEPTHS (EAT's exit depths to bound).
-LAYER_COSTS := mnli_layer_cost:4.26 sst2_layer_cost:2.87,3.27,3.38
+LAYER_COSTS := mnli_layer_cost:4.26 qqp_layer_cost:4.58,4.64 sst2_layer_cost:2.87,3.27,3.38
 bound_args = --results experiments/results/$(word 2,$(1)).csv --out experiments/report/$(word 1,$(1)).md \
   --full $(word 3,$(1)) --truncated "$(word 4,$(1))" --configs $(word 5,$(1))
 report: install
