@@ -27,6 +27,16 @@ def read_results(paths: Sequence[str], need: Sequence[str]) -> List[dict]:
     return rows
 
 
+def read_harness_results(path: str, need: Sequence[str]) -> List[dict]:
+    """read_results of one file whose every row must come from the declared harness (eat.bench): a speed-up table or
+    bound is never drawn from rows timed any other way."""
+    rows = read_results([path], ["harness", *need])
+    bad = [i + 2 for i, r in enumerate(rows) if r["harness"] != "eat.bench"]
+    if bad:
+        raise TableError(f"{path}:{bad[0]}: not a row of the declared harness (harness={rows[bad[0] - 2]['harness']!r})")
+    return rows
+
+
 NO_DIFFERENCE_EXAMPLES = 3  # a difference of this many evaluation examples or fewer is noise, not a result
 
 

@@ -21,10 +21,9 @@ import sys
 from collections import defaultdict
 from typing import Dict, List, Sequence, Tuple
 
-from eat.tables import TableError, publish, read_results, table_head, table_row
+from eat.tables import TableError, publish, read_harness_results, table_head, table_row
 
-NEED = ["harness", "model", "seed", "batch_size", "num_layers", "latency_ms_per_example", "speedup", "speedup_min",
-        "speedup_max"]
+NEED = ["model", "seed", "batch_size", "num_layers", "latency_ms_per_example", "speedup", "speedup_min", "speedup_max"]
 
 
 def line(points: Sequence[Tuple[int, float]]) -> Tuple[float, float]:
@@ -88,10 +87,7 @@ def main(argv=None) -> int:
         bad = [d for d in depths if not 0 < d <= 6]
         if bad:
             raise TableError(f"--depths {a.depths}: {bad[0]} is not an average exit layer (0 < d <= 6)")
-        rows = read_results([a.results], NEED)
-        harness = [i + 2 for i, r in enumerate(rows) if r["harness"] != "eat.bench"]
-        if harness:
-            raise TableError(f"{a.results}:{harness[0]}: not a row of the declared harness")
+        rows = read_harness_results(a.results, NEED)
         lines = build(a.results, rows, a.model, depths, a.target)
     except (TableError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

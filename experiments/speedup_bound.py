@@ -30,10 +30,10 @@ import sys
 from collections import defaultdict
 from typing import Dict, List
 
-from eat.tables import TableError, publish, read_results, table_head, table_row
+from eat.tables import TableError, publish, read_harness_results, table_head, table_row
 
 NEED = ["output_dir", "seed", "batch_size", "latency_ms_per_example", "avg_exit_layer", "num_layers",
-        "gflops_per_example", "gflops_static_per_example", "harness"]
+        "gflops_per_example", "gflops_static_per_example"]
 
 
 def label(r: Dict[str, str]) -> str:
@@ -106,10 +106,7 @@ def main(argv=None) -> int:
     p.add_argument("--target", type=float, default=1.5)
     a = p.parse_args(argv)
     try:
-        rows = read_results([a.results], NEED)
-        bad = [i + 2 for i, r in enumerate(rows) if r["harness"] != "eat.bench"]
-        if bad:
-            raise TableError(f"{a.results}:{bad[0]}: not a row of the declared harness")
+        rows = read_harness_results(a.results, NEED)
         lines = build(rows, a.full, a.truncated, [c for c in a.configs.split(",") if c], a.target)
     except (TableError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,16 +17,12 @@ import sys
 from collections import defaultdict
 from typing import Dict, List
 
-from eat.tables import TableError, accuracy_delta_text, publish, read_results, table_head, table_row
+from eat.tables import TableError, accuracy_delta_text, publish, read_harness_results, table_head, table_row
 
 
 def read(path: str) -> List[Dict[str, str]]:
-    rows = read_results([path], ["harness", "speedup", "speedup_min", "speedup_max", "speedup_vs", "output_dir",
-                                 "seed", "batch_size", "accuracy", "n_examples", "operating_point_source"])
-    bad = [i + 2 for i, r in enumerate(rows) if r["harness"] != "eat.bench"]
-    if bad:
-        raise TableError(f"{path}:{bad[0]}: not a row of the declared harness (harness={rows[bad[0] - 2]['harness']!r})")
-    return rows
+    return read_harness_results(path, ["speedup", "speedup_min", "speedup_max", "speedup_vs", "output_dir", "seed",
+                                       "batch_size", "accuracy", "n_examples", "operating_point_source"])
 
 
 def label(r: Dict[str, str]) -> str:
