@@ -379,6 +379,9 @@ class SelectConfig:
     # is the static fine-tune when only exit heads were trained on it; a checkpoint path: that model, e.g. the
     # static fine-tune a jointly trained EAT model started from (its own backbone is no longer the static one).
     reference: Optional[str] = None
+    # The reference is the smaller static model, the first K layers (peer=truncated, a checkpoint trained with
+    # model.keep_layers=K): budget=0 then asks for the fastest point at least as accurate as that model.
+    reference_keep_layers: Optional[int] = None
 
     def __post_init__(self) -> None:
         _choice("speed", self.speed, ("time", "flops"))
@@ -393,6 +396,10 @@ class SelectConfig:
             _check(os.path.isfile(self.reference), "reference", self.reference,
                    "is not a file: give the static model's checkpoint (.ckpt), or leave it out to use the "
                    "evaluated checkpoint with mechanism=none")
+        if self.reference_keep_layers is not None:
+            _check(self.reference is not None, "reference_keep_layers", self.reference_keep_layers,
+                   "needs reference=PATH: the checkpoint trained with model.keep_layers=K")
+            _check(self.reference_keep_layers >= 1, "reference_keep_layers", self.reference_keep_layers, "must be >= 1")
         _check(len(self.grid) > 0, "grid", self.grid, "needs at least one entry")
         for name, entry in self.grid.items():
             _check(len(entry) > 0, f"grid.{name}", entry, "needs at least one override")

@@ -6,7 +6,8 @@
    (rows of the training data the model never trained on; eat.data.glue.split_selection).
 2. A point is feasible when its score is at most `budget` points below the static model's on that split
    (the evaluated checkpoint with mechanism=none, or `reference=PATH`: another checkpoint, e.g. the static
-   fine-tune a jointly trained EAT model started from).
+   fine-tune a jointly trained EAT model started from; with `reference_keep_layers=K` it is the smaller static
+   model of K layers, peer=truncated, so budget=0 asks for the fastest point at least as accurate as that model).
    With `confidence` > 0 (accuracy only) it must be so with that one-sided confidence: the lower bound of the
    paired difference (per-example correct minus static's correct; mean - z * std / sqrt(n)) is within budget.
    Why: choosing the fastest point that passes a noisy filter picks points whose selection score was lucky,
@@ -127,8 +128,8 @@ def choose(static: Dict, points: List[Dict], budget: float, speed: str, candidat
 
 
 def write_operating_point(path: str, task: str, chosen: Dict, static: Dict, ckpt: str, split: str,
-                          budget: float, speed: str, confidence: float = 0.0, reference: Optional[str] = None
-                          ) -> None:
+                          budget: float, speed: str, confidence: float = 0.0, reference: Optional[str] = None,
+                          reference_keep_layers: Optional[int] = None) -> None:
     """The chosen mechanism block, as `eval.py operating_point=PATH` reads it (eat.config.apply_operating_point)."""
     from omegaconf import OmegaConf
 
@@ -139,7 +140,9 @@ def write_operating_point(path: str, task: str, chosen: Dict, static: Dict, ckpt
         "mechanism": OmegaConf.to_container(b.cfg.mechanism, resolve=True),
         "chosen": {"overrides": chosen["overrides"], "split": split, "n_examples": chosen["n"],
                    "metric": chosen["metric"], "score": round(chosen["score"], 6),
-                   "static_score": round(static["score"], 6), "reference": reference, "budget_points": budget,
+                   "static_score": round(static["score"], 6), "reference": reference,
+                   **({"reference_keep_layers": reference_keep_layers} if reference_keep_layers else {}),
+                   "budget_points": budget,
                    "confidence": confidence, **({"delta_lower": round(chosen["delta_lower"], 6)}
                                                  if "delta_lower" in chosen else {}), "speed": speed,
                    "flops_reduction": round(chosen["flops_reduction"], 4),
@@ -214,11 +217,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         # reference=PATH: the budget is measured against that static model (appended, so it wins over the
         # ckpt_path after `--`); its selection split must be the one the EAT checkpoint held out (eat.bench.build
         # checks each checkpoint's record against the data settings)
+        ref_model = [f"model.keep_layers={sc.reference_keep_layers}"] if sc.reference_keep_layers else []
         static = evaluate_point("static", [*plain, "mechanism=none",
-                                           *([f"ckpt_path={sc.reference}"] if sc.reference else [])],
+                                           *([f"ckpt_path={sc.reference}"] if sc.reference else []),
+                                           *ref_model],
                                 sc.split, sc.batch_size)
         print(f"[eat] select: static {static['metric']}={100 * static['score']:.2f} on {static['n']} {sc.split} rows"
-              + (f" (reference={sc.reference})" if sc.reference else "") + "; "
+              + (f" (reference={' '.join([sc.reference, *ref_model])})" if sc.reference else "") + "; "
               f"{len(grid)} points, budget {sc.budget} points"
               + (f" at one-sided confidence {sc.confidence}" if sc.confidence > 0 else ""))
         points = []
@@ -249,7 +254,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                               f"model on {sc.split}{at} ({100 * static['score']:.2f}); widen the grid or the budget"
                               + (" or lower confidence" if at else ""))
         write_operating_point(sc.out, task, chosen, static, chosen["built"].rc.ckpt_path, sc.split, sc.budget,
-                              sc.speed, sc.confidence, sc.reference)
+                              sc.speed, sc.confidence, sc.reference, sc.reference_keep_layers)
     how = f"speed-up {chosen['speedup']:.2f}x (median of {sc.passes} passes)" if "speedup" in chosen else \
         f"FLOPs reduction {chosen['flops_reduction']:.2f}x"
     print(f"[eat] select: chose {chosen['label']}: {100 * chosen['score']:.2f} (static {100 * static['score']:.2f}), "

@@ -247,3 +247,34 @@ def test_select_measures_the_budget_against_a_reference_checkpoint(tmp_path):
         main(["grid=smoke", f"out={tmp_path / 'bad' / 'op.yaml'}", f"reference={tmp_path / 'missing.ckpt'}", "--",
               *common])
     assert e.value.code == 2 and not (tmp_path / "bad").exists()
+
+
+def test_select_matches_the_accuracy_of_a_truncated_reference(tmp_path):
+    """reference=PATH reference_keep_layers=K: the reference row is the smaller static model (the first K layers,
+    peer=truncated), so budget=0 picks the fastest point at least as accurate as it; K is recorded, and K without
+    a reference is refused naming the key."""
+    from omegaconf import OmegaConf
+
+    from eat.config import ConfigError, SelectConfig
+    from eat.runner import run
+    from eat.select import evaluate_point, main
+
+    run(compose_cfg(tiny_overrides(tmp_path / "eat", "mechanism=exit")))
+    run(compose_cfg(tiny_overrides(tmp_path / "k2", "mechanism=none", "model.keep_layers=2")))
+    eat_ckpt, ref = (str(tmp_path / n / "run" / "checkpoints" / "best.ckpt") for n in ("eat", "k2"))
+    common = [f"ckpt_path={eat_ckpt}", "model=tiny", f"data.dir={GLUE_DIR}", "data.max_train_samples=48",
+              "threads=1"]
+    op = tmp_path / "sel" / "op.yaml"
+    assert main(["grid=smoke", "speed=flops", "budget=0", "batch_size=8", "threads=1", f"out={op}",
+                 f"reference={ref}", "reference_keep_layers=2", "--", *common]) == 0
+    rows = list(csv.DictReader(open(op.parent / "selection.csv")))
+    k2 = evaluate_point("k2", [*common, "mechanism=none", f"ckpt_path={ref}", "model.keep_layers=2"], "selection", 8)
+    assert float(rows[0]["score"]) == pytest.approx(k2["score"], abs=1e-6)
+    assert k2["avg_exit_layer"] == 2  # the reference really ran 2 of the tiny model's 4 layers
+    chosen = OmegaConf.load(op).chosen
+    assert chosen.reference_keep_layers == 2 and chosen.budget_points == 0
+    feasible = [r for r in rows[1:] if r["feasible"] == "True"]
+    assert all(float(r["score"]) >= k2["score"] - 1e-9 for r in feasible)
+    assert chosen.score >= k2["score"] - 1e-9
+    with pytest.raises(ConfigError, match=r"reference_keep_layers=2.*needs reference=PATH"):
+        SelectConfig(reference_keep_layers=2, grid={"exit": ["mechanism=exit"]})
