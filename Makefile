@@ -116,6 +116,8 @@ BOUNDS := sst2_speedup_bound:sst2_runtimes_confidence0.8_whole:ort_int8:truncate
   sst2_speedup_bound_avx2:sst2_runtimes_confidence0.8_avx2:ort_int8_opt:truncated_k{k}_ort_int8_opt:eat_ort_int8_whole_row,eat_ort_int8_whole_row_u8
 # What a layer costs (experiments/layer_cost.sh's runs), fitted at every depth: RESULTS:DEPTHS (EAT's exit depths to bound).
 LAYER_COSTS := mnli_layer_cost:4.26 qqp_layer_cost:4.58,4.64 sst2_layer_cost:2.87,3.27,3.38
+# Exits against the static-depth family at matched accuracy (experiments/depth_frontier.sh's runs): RESULTS names.
+FRONTIERS := sst2_depth_frontier
 bound_args = --results experiments/results/$(word 2,$(1)).csv --out experiments/report/$(word 1,$(1)).md \
   --full $(word 3,$(1)) --truncated "$(word 4,$(1))" --configs $(word 5,$(1))
 report: install
@@ -132,6 +134,8 @@ report: install
 	$(foreach b,$(BOUNDS),$(PY) experiments/speedup_bound.py $(call bound_args,$(subst :, ,$(b))) > /dev/null &&) true
 	$(foreach c,$(LAYER_COSTS),$(PY) experiments/layer_cost_fit.py --results experiments/results/$(word 1,$(subst :, ,$(c))).csv \
 	  --out experiments/report/$(word 1,$(subst :, ,$(c)))/fit.md --depths $(word 2,$(subst :, ,$(c))) > /dev/null &&) true
+	$(foreach f,$(FRONTIERS),$(PY) experiments/table_depth_frontier.py --results experiments/results/$(f).csv \
+	  --out experiments/report/$(f)/frontier.md --figure experiments/report/$(f)/frontier.png > /dev/null &&) true
 
 # The SST-2 study of experiments/RESULTS.md (static, two-stage EAT, benchmark, frontier) for one seed.
 SEED ?= 42

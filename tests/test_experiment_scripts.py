@@ -348,6 +348,47 @@ def test_layer_cost_fit_reads_a_layers_cost_off_every_depth_and_bounds_an_eat(tm
     assert not (tmp_path / "x.md").exists()
 
 
+def test_depth_frontier_table_finds_dominated_static_models_and_compares_at_matched_accuracy(tmp_path, capsys):
+    """experiments/table_depth_frontier.py: both frontiers by cost, each K-layer static model marked with the fastest
+    EAT point at least as accurate on dev (or none), and each eat_match_kK against its K-layer model, seed by seed;
+    a run without the full static model, or a matched point without its K-layer model, is an error (exit 2) and
+    writes nothing."""
+    cols = ["harness", "speedup", "speedup_min", "speedup_max", "speedup_vs", "output_dir", "seed", "batch_size",
+            "accuracy", "n_examples", "avg_exit_layer", "latency_ms_per_example"]
+
+    def row(label, seed, acc_examples, ms, layers):  # speed-up over a 10 ms baseline
+        return ["eat.bench", 10 / ms, 9 / ms, 11 / ms, "hf_fp32", f"predictions/seed{seed}/{label}", seed, 1,
+                acc_examples / 1000, 1000, layers, ms]
+
+    rows = []
+    for s, jitter in ((42, 0), (43, 1)):
+        rows += [row("hf_fp32", s, 900, 10.0, 6), row("ort_int8_opt", s, 900, 5.0, 6),
+                 row("truncated_k2_ort_int8_opt", s, 850, 2.0, 2), row("truncated_k4_ort_int8_opt", s, 880, 3.5, 4),
+                 # matched to K=2: 2 examples more accurate, 1.6x faster; matched to K=4: 20 examples less, slower
+                 row("eat_match_k2", s, 852 + jitter, 1.25, 1.4), row("eat_match_k4", s, 860, 3.6, 2.9),
+                 row("eat_headline", s, 897, 3.0, 3.2)]
+    path, out = tmp_path / "f.csv", tmp_path / "f.md"
+    write_csv(path, cols, rows)
+    table = load("table_depth_frontier")
+    assert table.main(["--results", str(path), "--out", str(out), "--figure", str(tmp_path / "f.png")]) == 0
+    text = out.read_text()
+    line = {ln.split(" | ")[0].lstrip("| "): ln for ln in text.splitlines() if ln.startswith("| ")}
+    assert line["truncated_k2_ort_int8_opt"].endswith("| eat_match_k2 |")  # 85.0 <= 85.25, 1.25 < 2.0 ms
+    assert line["truncated_k4_ort_int8_opt"].endswith("| eat_headline |")  # the fastest EAT at >= 88.0
+    assert line["ort_int8_opt"].endswith("| none |")  # 90.0: no EAT point is as accurate
+    assert "| 2.00x [1.80-2.20]; 2.00x [1.80-2.20] | 1.00x / 1.00x |" in line["ort_int8_opt"]
+    assert "| 8.00x [7.20-8.80]; 8.00x [7.20-8.80] | 4.00x / 4.00x |" in line["eat_match_k2"]
+    assert "| 2 | 85.00 | 85.25 | no measurable difference (+2, +3 examples) | 1.40 | 2.000 / 1.250 | 1.60x / 1.60x |" in text
+    assert "| 4 | 88.00 | 86.00 | -2.00 points (-20, -20 examples) | 2.90 | 3.500 / 3.600 | 0.97x / 0.97x |" in text
+    assert (tmp_path / "f.png").stat().st_size > 0
+    args = ["--results", str(path), "--out", str(tmp_path / "x.md")]
+    write_csv(path, cols, [r for r in rows if "truncated_k2" not in r[5]])
+    assert table.main(args) == 2 and "eat_match_k2: its K-layer model truncated_k2_ort_int8_opt has no rows" in capsys.readouterr().err
+    write_csv(path, cols, [r for r in rows if not r[5].endswith("/ort_int8_opt")])
+    assert table.main(args) == 2 and "needs the full static model (ort_int8_opt)" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()
+
+
 def test_script_settings_are_checked_before_any_work():
     """Environment settings of the experiment scripts: sst2_train.sh's STEPS is a count of optimiser steps (sst2.sh's
     own STEPS, a list of steps, reaches it as TRAIN_STEPS), runtimes.sh's HEADS is pair on a pair task or unset, its
@@ -372,3 +413,7 @@ def test_script_settings_are_checked_before_any_work():
     for k in ("6", "0", "x"):
         r = run("layer_cost.sh", ["0"], MIN_K=k)
         assert r.returncode == 2 and f"MIN_K={k}" in r.stderr and "1 to 5" in r.stderr
+        r = run("depth_frontier.sh", ["0"], KS=f"2 {k}")  # every depth the EAT points are matched to
+        assert r.returncode == 2 and f"K={k}" in r.stderr and "1 to 5" in r.stderr
+    r = run("depth_frontier.sh", ["0"])  # a seed never trained: the command that trains it, before any work
+    assert r.returncode == 2 and "experiments/sst2.sh 0" in r.stderr
