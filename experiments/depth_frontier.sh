@@ -12,6 +12,9 @@
 #   Needs: STEPS=train,select CONFIDENCE=C bash experiments/sst2.sh SEED (the EAT model and its headline point),
 #          bash experiments/train_truncated.sh SEED K for every K in KS (others trained join as static rows).
 #   Table: python experiments/table_depth_frontier.py (make report); RESULTS 2j.
+#   GRID: eat.select's grid for the matched points (default conf/grid/frontier.yaml: thresholds every 0.05 from 0.55).
+#   BENCH_ARGS: more eat.bench arguments (e.g. --max-examples 16 with RUN=try for a quick check of the run).
+#   STEPS=select,bench (default both); SELECT_ARGS: more eat.select settings, e.g. threads=1 beside a training.
 # Usage: [CONFIDENCE=0.8] [KS="2 3 4 5"] [RUN=NAME] [BATCH_SIZES="1 32"] bash experiments/depth_frontier.sh SEED
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,10 +37,14 @@ done
 
 # 1. the matched points, chosen on the selection split (each skipped when its operating point exists)
 match_op() { echo experiments/results/sst2_select/seed${SEED}_confidence${CONFIDENCE}_match_k$1/operating_point.yaml; }
+STEPS=${STEPS:-select,bench}
 for K in $KS; do
-  [ -f "$(match_op $K)" ] || $PY -m eat.select out="$(match_op $K)" budget=0 confidence=$CONFIDENCE speed=flops \
-    reference="$(trunc $K)" reference_keep_layers=$K -- task=sst2 ckpt_path=$EAT seed=$SEED data.dir=$GLUE
+  [[ $STEPS == *select* ]] && [ ! -f "$(match_op $K)" ] && $PY -m eat.select out="$(match_op $K)" budget=0 \
+    grid=${GRID:-frontier} confidence=$CONFIDENCE speed=flops reference="$(trunc $K)" reference_keep_layers=$K ${SELECT_ARGS:-} \
+    -- task=sst2 ckpt_path=$EAT seed=$SEED data.dir=$GLUE
+  [ -f "$(match_op $K)" ] || { echo "error: $(match_op $K) not found: run STEPS=select first" >&2; exit 2; }
 done
+[[ $STEPS == *bench* ]] || exit 0
 
 # 2. one harness run: the static-depth family and the EAT points, each in its fastest runtime
 FAST=(runtime=ort_int8 runtime.graph=whole runtime.activation=row)
@@ -51,4 +58,4 @@ for K in $KS; do CONFIGS+=(--config eat_match_k$K operating_point="$(match_op $K
 OUT=sst2_depth_frontier${RUN:+_$RUN}
 $PY -m eat.bench --ckpt $EAT --task sst2 --glue $GLUE --batch-sizes ${BATCH_SIZES:-1 32} --passes 5 \
   --common seed=$SEED "${CONFIGS[@]}" --results experiments/results/$OUT.csv \
-  --predictions experiments/results/predictions/$OUT/seed$SEED --summary experiments/bench_$OUT.md
+  --predictions experiments/results/predictions/$OUT/seed$SEED --summary experiments/bench_$OUT.md ${BENCH_ARGS:-}
