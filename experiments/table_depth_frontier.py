@@ -91,7 +91,7 @@ def build(by: Dict[Tuple[int, str], Dict[int, Dict[str, str]]]) -> List[str]:
         for lb in sorted(statics + eats, key=ms):
             per = by[(bs, lb)]
             k = static_depth(lb)
-            fam = f"static, {k} layers" if k else "EAT"
+            fam = (f"static, {k} layer" + "s" * (k > 1)) if k else "EAT"
             dom = ""
             if k:
                 better = [e for e in eats if acc(e) >= acc(lb) - 1e-9 and ms(e) < ms(lb)]
@@ -141,10 +141,11 @@ def figure(by, path: str) -> None:
                             100 * statistics.fmean(float(r["accuracy"]) for r in per.values()), lb))
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=fam)
-            for x, y, lb in pts:
+            for i, (x, y, lb) in enumerate(pts):
                 k = static_depth(lb)
+                # EAT labels alternate below / above: two points of one setting can sit on top of each other
                 ax.annotate(f"K={k}" if k else lb.replace("eat_", ""), (x, y), fontsize=7,
-                            textcoords="offset points", xytext=(3, -9))
+                            textcoords="offset points", xytext=(3, -9 if k or i % 2 == 0 else 5))
         ax.set_xlabel("ms per example (median)")
         ax.set_ylabel("dev accuracy (%)")
         ax.set_title(f"SST-2 dev, batch size {bs}")
