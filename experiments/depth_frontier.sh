@@ -37,12 +37,25 @@ done
 
 # 1. the matched points, chosen on the selection split (each skipped when its operating point exists)
 match_op() { echo experiments/results/sst2_select/seed${SEED}_confidence${CONFIDENCE}_match_k$1/operating_point.yaml; }
+# A K whose model no grid point matches is a result, not a failure: eat.select's message is kept in no_point.txt
+# beside its selection.csv, and the K-layer model is timed without a matched EAT point.
 STEPS=${STEPS:-select,bench}
+MATCHED=
 for K in $KS; do
-  [[ $STEPS == *select* ]] && [ ! -f "$(match_op $K)" ] && $PY -m eat.select out="$(match_op $K)" budget=0 \
-    grid=${GRID:-frontier} confidence=$CONFIDENCE speed=flops reference="$(trunc $K)" reference_keep_layers=$K ${SELECT_ARGS:-} \
-    -- task=sst2 ckpt_path=$EAT seed=$SEED data.dir=$GLUE
-  [ -f "$(match_op $K)" ] || { echo "error: $(match_op $K) not found: run STEPS=select first" >&2; exit 2; }
+  D=$(dirname "$(match_op $K)")
+  if [[ $STEPS == *select* ]] && [ ! -f "$(match_op $K)" ] && [ ! -f $D/no_point.txt ]; then
+    mkdir -p $D
+    if ! $PY -m eat.select out="$(match_op $K)" budget=0 grid=${GRID:-frontier} confidence=$CONFIDENCE speed=flops \
+        reference="$(trunc $K)" reference_keep_layers=$K ${SELECT_ARGS:-} -- task=sst2 ckpt_path=$EAT seed=$SEED \
+        data.dir=$GLUE 2> $D/select.err; then
+      cat $D/select.err >&2
+      grep "no point of the grid" $D/select.err > $D/no_point.txt || { rm -f $D/no_point.txt; exit 2; }
+    fi
+    rm -f $D/select.err
+  fi
+  if [ -f "$(match_op $K)" ]; then MATCHED="$MATCHED $K"
+  elif [ -f $D/no_point.txt ]; then echo "K=$K: no EAT point is as accurate as the $K-layer model on selection ($D/no_point.txt)"
+  else echo "error: $(match_op $K) not found: run STEPS=select first" >&2; exit 2; fi
 done
 [[ $STEPS == *bench* ]] || exit 0
 
@@ -54,7 +67,7 @@ for K in 1 2 3 4 5; do
     model.keep_layers=$K ckpt_path="$(trunc $K)")
 done
 CONFIGS+=(--config eat_headline operating_point=$OP "${FAST[@]}")
-for K in $KS; do CONFIGS+=(--config eat_match_k$K operating_point="$(match_op $K)" "${FAST[@]}"); done
+for K in $MATCHED; do CONFIGS+=(--config eat_match_k$K operating_point="$(match_op $K)" "${FAST[@]}"); done
 OUT=sst2_depth_frontier${RUN:+_$RUN}
 $PY -m eat.bench --ckpt $EAT --task sst2 --glue $GLUE --batch-sizes ${BATCH_SIZES:-1 32} --passes 5 \
   --common seed=$SEED "${CONFIGS[@]}" --results experiments/results/$OUT.csv \
