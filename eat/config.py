@@ -158,7 +158,11 @@ class RuntimeConfig:
     fp32_linears: List[str] = field(default_factory=list)
     # runtime=ort / ort_int8: layer = one ORT session per layer, the mechanisms act in Python between them; whole =
     # the whole forward, exits, row compaction and pruning included, as one ORT graph with nested If nodes
-    # (eat/whole_graph.py: no Python between layers; exit by confidence and pruning of single sentences only).
+    # (eat/whole_graph.py: no Python between layers; exit by confidence and pruning of single sentences only);
+    # optimized = the static peer's own graph (HF export, ORT's transformer optimizer, with ort_int8 its
+    # quantize_dynamic: peer=ort_int8_opt) with the exit decisions grafted in after its layers, each row run alone
+    # (eat/optimized_graph.py: exits by confidence only; activation=tensor: the graph's one scale per call, i.e. per
+    # row; row: its FFN MatMuls with one scale per token; the fastest at bs=1). conf/runtime/ort_int8_opt.yaml.
     graph: str = "layer"
 
     def __post_init__(self) -> None:
@@ -179,9 +183,17 @@ class RuntimeConfig:
         _check(self.name != "ort_int8" or not heads, "runtime.fp32_linears", list(self.fp32_linears),
                f"runtime=ort_int8 quantizes the layer bodies only, its heads are fp32 already: drop {heads} "
                f"(allowed: q, k, v, o, ffn_in, ffn_out)")
-        _choice("runtime.graph", self.graph, ("layer", "whole"))
+        _choice("runtime.graph", self.graph, ("layer", "whole", "optimized"))
         _check(self.graph == "layer" or self.name in ("ort", "ort_int8"), "runtime.graph", self.graph,
                f"applies to runtime=ort and ort_int8 only (runtime={self.name})")
+        if self.graph == "optimized":  # the peer's graph as ORT's optimizer and quantizer make it
+            _check(self.name != "ort_int8" or self.activation in ("tensor", "row"), "runtime.activation",
+                   self.activation, "runtime.graph=optimized has tensor (the peer's one scale per call; each call is "
+                   "one row) and row (the FFN with one symmetric scale per token; runtime=ort_int8_opt)")
+            _check(self.int8_weights != "s7", "runtime.int8_weights", self.int8_weights,
+                   "runtime.graph=optimized takes its INT8 weights from ORT's quantizer: auto, s8 or u8")
+            _check(not self.fp32_linears, "runtime.fp32_linears", list(self.fp32_linears),
+                   "runtime.graph=optimized quantizes every MatMul of the peer's graph (ORT's quantize_dynamic)")
         _check(self.opset >= 14, "runtime.opset", self.opset, "must be >= 14 (scaled_dot_product_attention export)")
 
 

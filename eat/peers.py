@@ -37,21 +37,28 @@ def hf_config(c: EncoderConfig):
                layer_norm_eps=c.layer_norm_eps, pad_token_id=c.pad_token_id, num_labels=c.num_labels)
 
 
+def hf_model(ours: Encoder, attn: str = "sdpa") -> nn.Module:
+    """`AutoModelForSequenceClassification` of our encoder's shape holding its trained weights (the static model:
+    the mechanisms' weights, e.g. exit heads, are not HF's and stay behind)."""
+    from transformers import AutoModelForSequenceClassification
+
+    hf = AutoModelForSequenceClassification.from_config(hf_config(ours.c), attn_implementation=attn)
+    ours_sd = ours.state_dict()
+    hf_sd = hf.state_dict()
+    for key in hf_sd:  # our name for each HF weight, by the same mapping used to load checkpoints
+        mapped = map_hf_state_dict({key: hf_sd[key]}, ours.c.arch)
+        if mapped:
+            hf_sd[key] = ours_sd[next(iter(mapped))]
+    hf.load_state_dict(hf_sd)
+    return hf
+
+
 class HFStatic(nn.Module):
     def __init__(self, ours: Encoder, attn: str = "sdpa"):
         super().__init__()
-        from transformers import AutoModelForSequenceClassification
-
         if ours.mechanisms:
             raise ValueError("peer=hf_static compares against the static model: use mechanism=none")
-        self.hf = AutoModelForSequenceClassification.from_config(hf_config(ours.c), attn_implementation=attn)
-        ours_sd = ours.state_dict()
-        hf_sd = self.hf.state_dict()
-        for key in hf_sd:  # our name for each HF weight, by the same mapping used to load checkpoints
-            mapped = map_hf_state_dict({key: hf_sd[key]}, ours.c.arch)
-            if mapped:
-                hf_sd[key] = ours_sd[next(iter(mapped))]
-        self.hf.load_state_dict(hf_sd)
+        self.hf = hf_model(ours, attn)
         self.c = ours.c
         self.mechanisms = nn.ModuleDict()
 
@@ -106,23 +113,14 @@ class OrtStatic(nn.Module):
 
         import onnx
 
-        from eat.runtimes import ort_int8_file, ort_session, quiet_export
+        from eat.runtimes import ort_session
 
-        hf = HFStatic(ours, attn="eager" if optimize else "sdpa").hf.eval()
+        if ours.mechanisms:
+            raise ValueError("peer=ort_* compares against the static model: use mechanism=none")
         self.c, self.mechanisms = ours.c, nn.ModuleDict()
         self.with_tt = bool(ours.c.type_vocab_size)
-        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.with_tt else [])
-        ids = torch.full((2, 5), 5, dtype=torch.long)
-        args = (ids, torch.ones_like(ids)) + ((torch.zeros_like(ids),) if self.with_tt else ())
-        with tempfile.TemporaryDirectory(prefix="eat-ort-") as folder, quiet_export(), torch.no_grad():
-            path = f"{folder}/model.onnx"  # a temporary folder, never the repository
-            torch.onnx.export(_HFLogits(hf, self.with_tt), args, path, input_names=names, output_names=["logits"],
-                              dynamic_axes={**{n: {0: "b", 1: "l"} for n in names}, "logits": {0: "b"}},
-                              opset_version=opset, dynamo=False)
-            if optimize:
-                path = optimized_file(path, ours.c.num_heads, ours.c.hidden_size)
-            if int8:
-                path = ort_int8_file(path, per_channel)
+        with tempfile.TemporaryDirectory(prefix="eat-ort-") as folder:  # a temporary folder, never the repository
+            path = hf_onnx_file(ours, folder, opset, optimize, int8, per_channel)
             self.op_types = Counter(n.op_type for n in onnx.load(path).graph.node)  # what the session runs
             self.session = ort_session(path)
 
@@ -145,6 +143,33 @@ def optimized_file(path: str, num_heads: int, hidden_size: int) -> str:
     out = path.replace(".onnx", ".opt.onnx")
     optimize_model(path, model_type="bert", num_heads=num_heads, hidden_size=hidden_size).save_model_to_file(out)
     return out
+
+
+def hf_onnx_file(ours: Encoder, folder: str, opset: int, optimize: bool, int8: bool, per_channel: bool = True,
+                 weights: str = "s8", fp32_heads: bool = False, fp32_ops=()) -> str:
+    """Our encoder's static model as a user deploys it on ONNX Runtime, written into `folder`: the HF model (its
+    trained weights, `hf_model`) exported by `torch.onnx.export` with dynamic batch and length (inputs input_ids,
+    attention_mask and, if the model has token types, token_type_ids; output logits), then with `optimize` ORT's
+    transformer optimizer, then with `int8` ORT's dynamic quantization (`weights`, `fp32_ops`: eat.runtimes.ort_int8_file;
+    `fp32_heads`: the pooler and classifier stay fp32). Returns the final file's path. Shared by the ORT peers and runtime.graph=optimized (eat/optimized_graph.py)."""
+    from eat.runtimes import ort_int8_file, quiet_export
+
+    hf = hf_model(ours, attn="eager" if optimize else "sdpa").eval()
+    with_tt = bool(ours.c.type_vocab_size)
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_tt else [])
+    ids = torch.full((2, 5), 5, dtype=torch.long)
+    args = (ids, torch.ones_like(ids)) + ((torch.zeros_like(ids),) if with_tt else ())
+    path = f"{folder}/model.onnx"
+    with quiet_export(), torch.no_grad():
+        torch.onnx.export(_HFLogits(hf, with_tt), args, path, input_names=names, output_names=["logits"],
+                          dynamic_axes={**{n: {0: "b", 1: "l"} for n in names}, "logits": {0: "b"}},
+                          opset_version=opset, dynamo=False)
+        if optimize:
+            path = optimized_file(path, ours.c.num_heads, ours.c.hidden_size)
+        if int8:
+            path = ort_int8_file(path, per_channel, weights=weights, fp32_ops=fp32_ops,
+                                 only_under="/hf/bert/encoder/" if fp32_heads else "")
+    return path
 
 
 def build_peer(name: str, ours: Encoder, rt: Optional[RuntimeConfig] = None) -> nn.Module:

@@ -18,6 +18,9 @@
 - runtime.graph=whole (ort / ort_int8): the same layer graphs, the embeddings, the exit decisions, row compaction,
   pruning and the final head composed into ONE ORT graph of nested If nodes (eat/whole_graph.py), so no Python
   runs between layers: at bs=1 that Python cost about as much as a layer's ORT work.
+- runtime.graph=optimized (ort / ort_int8; conf/runtime/ort_int8_opt.yaml): the static peer's own graph (ORT's
+  transformer optimizer's fused layers, its quantize_dynamic) with the exit decisions grafted in, each row run alone
+  (eat/optimized_graph.py): the fastest at bs=1, exits by confidence only.
 
 Field notes section 8: ORT's intra-op threads spin after each run and slow down whatever runs next, so
 every session here has spinning off and as many threads as torch.
@@ -72,11 +75,13 @@ def session_options(threads: Optional[int] = None):
     return so
 
 
-def ort_int8_file(path: str, per_channel: bool = True, keep=(), only_under: str = "", weights: str = "s8") -> str:
+def ort_int8_file(path: str, per_channel: bool = True, keep=(), only_under: str = "", weights: str = "s8",
+                  fp32_ops=()) -> str:
     """ORT dynamic quantization of the ONNX file at `path` (QInt8 weights, or QUInt8 with `weights="u8"`; one scale
     per output channel unless not `per_channel`; activations quantized per call), written next to it; returns the
     new file's path. The MatMuls of the Linears named in `keep` (runtime.fp32_linears), and with `only_under` those
-    outside that module path (e.g. "/layer/": the heads fused into a layer graph), stay fp32."""
+    outside that module path (e.g. "/layer/": the heads fused into a layer graph), stay fp32, as do the nodes of the
+    op types in `fp32_ops` (e.g. EmbedLayerNormalization, whose tables the quantizer would make INT8)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -84,6 +89,7 @@ def ort_int8_file(path: str, per_channel: bool = True, keep=(), only_under: str 
     exclude = [n.name for n in onnx.load(path).graph.node if n.op_type in ("MatMul", "Gemm") and
                (any(f"/{part}/" in n.name for part in keep) or not n.name.startswith(only_under))]
     exclude += [f"{n}_MatMul" for n in exclude if n.endswith("Gemm")]  # the quantizer splits a Gemm first
+    exclude += [n.name for n in onnx.load(path).graph.node if n.op_type in fp32_ops]
     q_path = path.replace(".onnx", ".int8.onnx")
     # DefaultTensorType: the type of a tensor shape inference cannot follow through ORT's own fused ops (the
     # optimized peer's graph); a fallback only, the plain graphs never need it
@@ -451,6 +457,10 @@ def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> nn.Module:
         from eat.whole_graph import WholeGraphEncoder
 
         return WholeGraphEncoder(encoder, cfg)
+    if cfg.graph == "optimized":  # the static peer's optimized graph with the exits grafted in: a new module
+        from eat.optimized_graph import OptimizedGraphEncoder
+
+        return OptimizedGraphEncoder(encoder, cfg)
     mechanisms = list(encoder.mechanisms.values())
     # exported into a temporary folder, never the repository: the sessions hold the graphs in memory
     with tempfile.TemporaryDirectory(prefix="eat-ort-") as folder, quiet_export():

@@ -114,6 +114,37 @@ class _Net:
         return f"{hint}_{self.n}"
 
 
+def if_node(net: _Net, sc: _Scope, cond: str, then: _Scope, then_vals, other: _Scope, else_vals, types) -> Tuple[str, ...]:
+    """An If node in `sc`: the branches are the scopes `then` and `other`, returning then_vals / else_vals (of the
+    ONNX element types `types`)."""
+    from onnx import helper
+
+    def branch(scope: _Scope, vals, tag: str):
+        outs = []
+        for v, t in zip(vals, types):
+            o = net.fresh(f"{tag}_out")
+            scope.nodes.append(helper.make_node("Identity", [v], [o], name=net.fresh("n")))
+            outs.append(helper.make_tensor_value_info(o, t, None))
+        return helper.make_graph(scope.nodes, net.fresh(tag), [], outs, initializer=scope.inits)
+
+    return tuple(sc.op("If", [cond], n_out=len(types), then_branch=branch(then, then_vals, "then"),
+                       else_branch=branch(other, else_vals, "else")))
+
+
+def flops_from_lengths(c, ex, lengths: np.ndarray, exit_layer: np.ndarray) -> np.ndarray:
+    """The FLOPs eager's loop counts, from the padded length each row ran each layer at ((B, layers), 0: not run)
+    and its exit layer; `ex` the exit mechanism or None. A layer over n tokens costs lin * n + att * n^2 (eat.flops:
+    the Linears are linear in n, dense attention is quadratic), so two coefficients replace a dozen array passes;
+    integers below 2^53, so exactly eager's sums."""
+    lin = flops.layer_linear_flops(1, c.hidden_size, c.intermediate_size)
+    att = flops.dense_attention_flops(1, c.hidden_size)
+    n = lengths.astype(np.float64)
+    total = (n * (lin + att * n)).sum(1)
+    if ex is not None:  # each head consulted: a row in flight after an active head's layer
+        total += (lengths[:, ex.active] > 0).sum(1) * (2.0 * c.num_labels * ex.head_inputs)
+    return total + (exit_layer == c.num_layers) * flops.final_head_flops(c.hidden_size, c.num_labels)
+
+
 class WholeGraphEncoder(nn.Module):
     """Drop-in for the evaluated Encoder (same call, same Outputs) that runs one ORT session per forward."""
 
@@ -256,32 +287,15 @@ class WholeGraphEncoder(nn.Module):
                     same.append(t)
                     types.append(typ)
             some = go.op("Greater", [n_sure, go.const(0, "int64")])
-            vals = list(self._if(go, some, part, part_out, _Scope(net), same, types))
+            vals = list(if_node(net, go, some, part, part_out, _Scope(net), same, types))
             LOGg, EXg, Hg, Mg, Rg = vals[:5]
             Pg = vals.pop(5) if P is not None else None
             Hg, Mg, Pg = self._prune(go, i, Hg, Mg, Pg, vals[5] if rec is not None else None)
             go_out = self._step(go, i + 1, Hg, Mg, Pg, Rg, (LOGg, EXg, KEPT, LEN))
             every = sc.op("Equal", [n_sure, b])
-            return self._if(sc, every, done, done_out, go, go_out, [_F, _I64, _I64, _I64])
+            return if_node(net, sc, every, done, done_out, go, go_out, [_F, _I64, _I64, _I64])
         Hn, M, P = self._prune(sc, i, Hn, M, P, rec)
         return self._step(sc, i + 1, Hn, M, P, R, (LOG, EX, KEPT, LEN))
-
-    def _if(self, sc: _Scope, cond: str, then: _Scope, then_vals, other: _Scope, else_vals, types) -> Tuple[str, ...]:
-        """An If node in `sc`: the branches are the scopes `then` and `other`, returning then_vals / else_vals."""
-        from onnx import helper
-
-        net = self._net
-
-        def branch(scope: _Scope, vals, tag: str):
-            outs = []
-            for v, t in zip(vals, types):
-                o = net.fresh(f"{tag}_out")
-                scope.nodes.append(helper.make_node("Identity", [v], [o], name=net.fresh("n")))
-                outs.append(helper.make_tensor_value_info(o, t, None))
-            return helper.make_graph(scope.nodes, net.fresh(tag), [], outs, initializer=scope.inits)
-
-        return tuple(sc.op("If", [cond], n_out=len(types), then_branch=branch(then, then_vals, "then"),
-                           else_branch=branch(other, else_vals, "else")))
 
     def _prune(self, sc: _Scope, i: int, H: str, M: str, P: str, rec: Optional[str]):
         """eat.model.tokens.kept_tokens for single sentences: the best ceil(ratio x n) real tokens of each row
@@ -350,22 +364,8 @@ class WholeGraphEncoder(nn.Module):
         static = flops.static_flops_per_row(L, c.num_layers, c.hidden_size, c.intermediate_size, c.num_labels)
         return Outputs(logits=torch.from_numpy(logits), exit_layer=torch.from_numpy(exit_layer),
                        tokens_in=torch.from_numpy(mask.sum(1)), tokens_kept=torch.from_numpy(kept),
-                       flops=torch.from_numpy(self._flops(lengths, exit_layer)),
+                       flops=torch.from_numpy(flops_from_lengths(c, ex, lengths, exit_layer)),
                        static_flops=torch.full((B,), static, dtype=torch.float64))
-
-    def _flops(self, lengths: np.ndarray, exit_layer: np.ndarray) -> np.ndarray:
-        """The FLOPs eager's loop counts, from the padded length each row ran each layer at (0: not run). A layer
-        over n tokens costs lin * n + att * n^2 (eat.flops: the Linears are linear in n, dense attention is
-        quadratic), so two coefficients replace a dozen array passes; integers below 2^53, so exactly eager's sums."""
-        c = self.c
-        lin = flops.layer_linear_flops(1, c.hidden_size, c.intermediate_size)
-        att = flops.dense_attention_flops(1, c.hidden_size)
-        n = lengths.astype(np.float64)
-        total = (n * (lin + att * n)).sum(1)
-        ex = self.exit
-        if ex is not None:  # each head consulted: a row in flight after an active head's layer
-            total += (lengths[:, ex.active] > 0).sum(1) * (2.0 * c.num_labels * ex.head_inputs)
-        return total + (exit_layer == c.num_layers) * flops.final_head_flops(c.hidden_size, c.num_labels)
 
 
 class _Head(nn.Module):

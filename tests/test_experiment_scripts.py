@@ -415,5 +415,7 @@ def test_script_settings_are_checked_before_any_work():
         assert r.returncode == 2 and f"MIN_K={k}" in r.stderr and "1 to 5" in r.stderr
         r = run("depth_frontier.sh", ["0"], KS=f"2 {k}")  # every depth the EAT points are matched to
         assert r.returncode == 2 and f"K={k}" in r.stderr and "1 to 5" in r.stderr
+    r = run("depth_frontier.sh", ["0"], POINTS="prune")  # exits-only points (runtime=ort_int8_opt) or the default
+    assert r.returncode == 2 and "POINTS=prune" in r.stderr and "exits or unset" in r.stderr
     r = run("depth_frontier.sh", ["0"])  # a seed never trained: the command that trains it, before any work
     assert r.returncode == 2 and "experiments/sst2.sh 0" in r.stderr
