@@ -117,7 +117,7 @@ BOUNDS := sst2_speedup_bound:sst2_runtimes_confidence0.8_whole:ort_int8:truncate
 # What a layer costs (experiments/layer_cost.sh's runs), fitted at every depth: RESULTS:DEPTHS (EAT's exit depths to bound).
 LAYER_COSTS := mnli_layer_cost:4.26 qqp_layer_cost:4.58,4.64 sst2_layer_cost:2.87,3.27,3.38
 # Exits against the static-depth family at matched accuracy (experiments/depth_frontier.sh's runs): RESULTS names.
-FRONTIERS := sst2_depth_frontier
+FRONTIERS := sst2_depth_frontier sst2_depth_frontier_exits
 bound_args = --results experiments/results/$(word 2,$(1)).csv --out experiments/report/$(word 1,$(1)).md \
   --full $(word 3,$(1)) --truncated "$(word 4,$(1))" --configs $(word 5,$(1))
 report: install

@@ -31,7 +31,8 @@ COLUMNS: List[str] = [
     # of the per-pass speed-ups against it (empty in rows of the Lightning evaluation loop)
     "harness", "passes", "speedup_vs", "speedup", "speedup_min", "speedup_max",
     "latency_warning",
-    # how the encoder executed (RunConfig.runtime: eager, int8, ort, ort_int8; "+whole" with runtime.graph=whole);
+    # how the encoder executed (RunConfig.runtime: eager, int8, ort, ort_int8; "+whole" / "+optimized" with
+    # runtime.graph=whole / optimized);
     # peers name themselves in `model`
     "runtime",
 ]
@@ -199,6 +200,6 @@ def result_row(rc, plain: Mapping, *, run_id: str, split: str, batch_size: int, 
         **metrics, **summarize(records, num_layers),
         "mechanism_params": json.dumps({k: v for k, v in mech.items() if k != "name"}, sort_keys=True),
         "ckpt_path": (rc.ckpt_path if ckpt_path is None else ckpt_path) or "", "output_dir": output_dir,
-        "operating_point_source": rc.operating_point_source, "harness": harness, "runtime": rc.runtime.name + ("+whole" if rc.runtime.graph == "whole" else ""),
+        "operating_point_source": rc.operating_point_source, "harness": harness, "runtime": rc.runtime.name + ("" if rc.runtime.graph == "layer" else f"+{rc.runtime.graph}"),
         **measured,
     }

@@ -18,7 +18,7 @@
 #   POINTS=exits: every EAT point is exits alone (GRID default conf/grid/exits.yaml), the headline one too (chosen
 #          here on selection: budget 0.5 against the full model), into ..._exits folders, and timed in the runtime
 #          that runs exits inside the static peer's own optimized graph (runtime=ort_int8_opt, eat/optimized_graph.py),
-#          the headline also with the peer's per-call INT8 scales (eat_headline_tensor); beside them the sst2.sh
+#          each also with the peer's per-call INT8 scales (eat_..._tensor); beside them the sst2.sh
 #          headline point (prune+exit) in the whole graph as before (eat_prune_headline_whole). Results in
 #          sst2_depth_frontier_exits[_RUN].csv.
 # Usage: [CONFIDENCE=0.8] [KS="2 3 4 5"] [POINTS=exits] [RUN=NAME] [BATCH_SIZES="1 32"] bash experiments/depth_frontier.sh SEED
@@ -89,7 +89,12 @@ done
 CONFIGS+=(--config eat_headline operating_point=$HEADLINE "${FAST[@]}")
 [ -n "$X" ] && CONFIGS+=(--config eat_headline_tensor operating_point=$HEADLINE "${FAST[@]}" runtime.activation=tensor
   --config eat_prune_headline_whole operating_point=$OP "${WHOLE[@]}")
-for K in $MATCHED; do CONFIGS+=(--config eat_match_k$K operating_point="$(match_op $K)" "${FAST[@]}"); done
+for K in $MATCHED; do
+  CONFIGS+=(--config eat_match_k$K operating_point="$(match_op $K)" "${FAST[@]}")
+  # exits-only points also with the peer's own INT8 (one scale per call: the quantization the static rows run)
+  [ -n "$X" ] && CONFIGS+=(--config eat_match_k${K}_tensor operating_point="$(match_op $K)" "${FAST[@]}"
+    runtime.activation=tensor)
+done
 OUT=sst2_depth_frontier$X${RUN:+_$RUN}
 $PY -m eat.bench --ckpt $EAT --task sst2 --glue $GLUE --batch-sizes ${BATCH_SIZES:-1 32} --passes 5 \
   --common seed=$SEED "${CONFIGS[@]}" --results experiments/results/$OUT.csv \

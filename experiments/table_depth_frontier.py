@@ -4,7 +4,7 @@ run of the declared harness per seed, per batch size,
      point, by cost, with dev accuracy, layers run and ms/example, and for each static model the fastest EAT point
      that is at least as accurate on dev and faster (it is then dominated: no reason to deploy it);
   2. matched accuracy: each eat_match_kK (chosen on the selection split to be at least as accurate as the K-layer
-     model there) against that model: the dev accuracy difference (3 examples or fewer: no measurable difference)
+     model there; eat_match_kK_VARIANT: the same point in another runtime) against that model: the dev accuracy difference (3 examples or fewer: no measurable difference)
      and EAT's speed-up over it, seed by seed, within one run.
 Speed-ups between two configurations are ratios of their median per-pass speed-ups over the run's baseline, as in
 table_headline.py. Optionally a figure (accuracy against ms/example).
@@ -26,7 +26,7 @@ from eat.tables import TableError, accuracy_delta_text, publish, read_harness_re
 
 STATIC = re.compile(r"^truncated_k([1-5])_ort_int8_opt$")
 FULL = "ort_int8_opt"  # the full static model (K = 6) in the same runtime
-MATCH = re.compile(r"^eat_match_k([1-5])$")
+MATCH = re.compile(r"^eat_match_k([1-5])(_\w+)?$")  # eat_match_kK, or a variant of it (eat_match_kK_tensor)
 
 
 def label(r: Dict[str, str]) -> str:
@@ -104,8 +104,9 @@ def build(by: Dict[Tuple[int, str], Dict[int, Dict[str, str]]]) -> List[str]:
         out += ["", "Matched accuracy: each EAT point chosen on the selection split to be at least as accurate as the "
                 "K-layer model there, against that model on dev:", "",
                 *table_head(["K", "K-layer model: dev accuracy", "EAT point: dev accuracy", "Δ EAT - K-layer",
-                             "EAT layers run", "ms/example (K-layer / EAT)", "EAT speed-up over it, per seed"])]
-        for lb in sorted((lb for lb in eats if MATCH.match(lb)), key=lambda x: int(MATCH.match(x).group(1))):
+                             "EAT layers run", "ms/example (K-layer / EAT)", "EAT speed-up over it, per seed",
+                             "EAT point"])]
+        for lb in sorted((lb for lb in eats if MATCH.match(lb)), key=lambda x: (int(MATCH.match(x).group(1)), x)):
             k = int(MATCH.match(lb).group(1))
             peer = f"truncated_k{k}_ort_int8_opt"
             if (bs, peer) not in by:
@@ -115,7 +116,7 @@ def build(by: Dict[Tuple[int, str], Dict[int, Dict[str, str]]]) -> List[str]:
             d_ex = [round(x / 100 * n) for x in d]
             out.append(table_row([k, f"{acc(peer):.2f}", f"{acc(lb):.2f}", accuracy_delta_text(statistics.fmean(d), d_ex),
                                   f"{_mean(by[(bs, lb)], 'avg_exit_layer', both):.2f}", f"{ms(peer):.3f} / {ms(lb):.3f}",
-                                  " / ".join(f"{x:.2f}x" for x in x_over(lb, peer))]))
+                                  " / ".join(f"{x:.2f}x" for x in x_over(lb, peer)), lb]))
         out.append("")
     return out
 
@@ -131,7 +132,7 @@ def figure(by, path: str) -> None:
     for ax, bs in zip(axes[0], sizes):
         labels = [lb for b, lb in by if b == bs]
         for fam, pick, style in (("static K layers (ORT INT8 opt)", static_depth, "s-"),
-                                 ("EAT (ORT INT8, whole graph)", lambda x: x.startswith("eat"), "o")):
+                                 ("EAT points (each in its runtime)", lambda x: x.startswith("eat"), "o")):
             pts = []
             for lb in labels:
                 if not pick(lb):

@@ -366,7 +366,9 @@ def test_depth_frontier_table_finds_dominated_static_models_and_compares_at_matc
                  row("truncated_k2_ort_int8_opt", s, 850, 2.0, 2), row("truncated_k4_ort_int8_opt", s, 880, 3.5, 4),
                  # matched to K=2: 2 examples more accurate, 1.6x faster; matched to K=4: 20 examples less, slower
                  row("eat_match_k2", s, 852 + jitter, 1.25, 1.4), row("eat_match_k4", s, 860, 3.6, 2.9),
-                 row("eat_headline", s, 897, 3.0, 3.2)]
+                 row("eat_headline", s, 897, 3.0, 3.2),
+                 # the same point as eat_match_k2 in another runtime: compared with the 2-layer model too
+                 row("eat_match_k2_tensor", s, 849, 1.0, 1.4)]
     path, out = tmp_path / "f.csv", tmp_path / "f.md"
     write_csv(path, cols, rows)
     table = load("table_depth_frontier")
@@ -378,7 +380,8 @@ def test_depth_frontier_table_finds_dominated_static_models_and_compares_at_matc
     assert line["ort_int8_opt"].endswith("| none |")  # 90.0: no EAT point is as accurate
     assert "| 2.00x [1.80-2.20]; 2.00x [1.80-2.20] | 1.00x / 1.00x |" in line["ort_int8_opt"]
     assert "| 8.00x [7.20-8.80]; 8.00x [7.20-8.80] | 4.00x / 4.00x |" in line["eat_match_k2"]
-    assert "| 2 | 85.00 | 85.25 | no measurable difference (+2, +3 examples) | 1.40 | 2.000 / 1.250 | 1.60x / 1.60x |" in text
+    assert "| 2 | 85.00 | 85.25 | no measurable difference (+2, +3 examples) | 1.40 | 2.000 / 1.250 | 1.60x / 1.60x | eat_match_k2 |" in text
+    assert "| 2 | 85.00 | 84.90 | no measurable difference (-1, -1 examples) | 1.40 | 2.000 / 1.000 | 2.00x / 2.00x | eat_match_k2_tensor |" in text
     assert "| 4 | 88.00 | 86.00 | -2.00 points (-20, -20 examples) | 2.90 | 3.500 / 3.600 | 0.97x / 0.97x |" in text
     assert (tmp_path / "f.png").stat().st_size > 0
     args = ["--results", str(path), "--out", str(tmp_path / "x.md")]
