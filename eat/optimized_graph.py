@@ -30,7 +30,7 @@ from eat.checks import ConfigError
 from eat.config import RuntimeConfig
 from eat.model.encoder import Encoder
 from eat.model.state import Outputs
-from eat.whole_graph import _BOOL, _F, _I64, _Net, _Scope, flops_from_lengths, if_node
+from eat.whole_graph import _BOOL, _F, _I64, _Net, _Scope, check_graph_exits, flops_from_lengths, if_node
 
 
 def check_optimized_graph(encoder: Encoder, cfg: RuntimeConfig) -> None:
@@ -40,13 +40,7 @@ def check_optimized_graph(encoder: Encoder, cfg: RuntimeConfig) -> None:
         raise ConfigError(f"runtime.graph=optimized cannot run mechanism.{extra[0]} (the peer's fused layers take no "
                           f"mechanism inside or between them but exits); allowed mechanisms: ['exit']. Use "
                           f"runtime.graph=whole (exits and pruning) or runtime.graph=layer")
-    ex = encoder.mechanisms["exit"] if "exit" in encoder.mechanisms else None
-    if ex is not None:
-        if ex.batch_level:
-            raise ConfigError("runtime.graph=optimized runs mechanism.mode=compute only (got mode=mask)")
-        if ex.cfg.criterion != "confidence":
-            raise ConfigError(f"runtime.graph=optimized: mechanism.exit.criterion={ex.cfg.criterion!r} is not in the "
-                              f"graph; allowed: ['confidence']. Use runtime.graph=layer")
+    check_graph_exits(encoder.mechanisms["exit"] if "exit" in encoder.mechanisms else None, "optimized")
     if encoder.c.arch != "bert":
         raise ConfigError(f"runtime.graph=optimized: the peer's graph is cut at BERT's layer outputs; model arch "
                           f"{encoder.c.arch!r} is not supported (allowed: ['bert']). Use runtime.graph=whole")

@@ -35,6 +35,18 @@ from eat.model.state import Outputs
 _F, _I64, _BOOL = 1, 7, 9  # onnx.TensorProto FLOAT, INT64, BOOL
 
 
+def check_graph_exits(ex, graph: str) -> None:
+    """ConfigError unless the exit mechanism `ex` (or None) is what an ORT graph's If nodes decide: per example
+    (mode=compute) by confidence. Shared by runtime.graph=whole and runtime.graph=optimized."""
+    if ex is None:
+        return
+    if ex.batch_level:
+        raise ConfigError(f"runtime.graph={graph} runs mechanism.mode=compute only (got mode=mask)")
+    if ex.cfg.criterion != "confidence":
+        raise ConfigError(f"runtime.graph={graph}: mechanism.exit.criterion={ex.cfg.criterion!r} is not in the "
+                          f"graph; allowed: ['confidence']. Use runtime.graph=layer")
+
+
 def check_whole_graph(encoder: Encoder) -> None:
     """ConfigError naming what runtime.graph=whole cannot run, before anything is exported."""
     allowed = {"exit", "prune"}
@@ -44,12 +56,7 @@ def check_whole_graph(encoder: Encoder) -> None:
                           f"allowed mechanisms: {sorted(allowed)}. Use runtime.graph=layer")
     mech = dict(encoder.mechanisms.items())
     ex, pr = mech.get("exit"), mech.get("prune")
-    if ex is not None:
-        if ex.batch_level:
-            raise ConfigError("runtime.graph=whole runs mechanism.mode=compute only (got mode=mask)")
-        if ex.cfg.criterion != "confidence":
-            raise ConfigError(f"runtime.graph=whole: mechanism.exit.criterion={ex.cfg.criterion!r} is not in the "
-                              f"graph; allowed: ['confidence']. Use runtime.graph=layer")
+    check_graph_exits(ex, "whole")
     if pr is not None and pr.reference:
         raise ConfigError("runtime.graph=whole runs mechanism.mode=compute only (got mode=mask)")
 
