@@ -33,7 +33,7 @@ from eat.model.state import Outputs
 from eat.whole_graph import _BOOL, _F, _I64, _Net, _Scope, check_graph_exits, flops_from_lengths, if_node
 
 
-def check_optimized_graph(encoder: Encoder, cfg: RuntimeConfig) -> None:
+def check_optimized_graph(encoder: Encoder) -> None:
     """ConfigError naming what runtime.graph=optimized cannot run, before anything is exported."""
     extra = [n for n in encoder.mechanisms if n != "exit"]
     if extra:
@@ -110,16 +110,6 @@ def layer_outputs(graph, num_layers: int) -> List[str]:
     return skip[1::2]
 
 
-def _weights(cfg: RuntimeConfig) -> str:
-    """runtime.int8_weights for ORT's quantizer: auto is s8 where the CPU has VNNI (ORT's u8s8 kernel is exact there),
-    else u8 (the u8u8 kernel; u8s8 saturates on AVX2-only CPUs: eat.runtimes.int8_weights)."""
-    from eat.runtimes import cpu_has_vnni
-
-    if cfg.int8_weights != "auto":
-        return cfg.int8_weights
-    return "s8" if cpu_has_vnni() else "u8"
-
-
 class _Readout(nn.Module):
     """An exit head's readout (eat.mechanisms.early_exit.ExitReadout) with the graph's inputs."""
 
@@ -155,11 +145,11 @@ class OptimizedGraphEncoder(nn.Module):
 
     def __init__(self, encoder: Encoder, cfg: RuntimeConfig):
         super().__init__()
-        check_optimized_graph(encoder, cfg)
+        check_optimized_graph(encoder)
         import onnx
 
         from eat.peers import hf_onnx_file
-        from eat.runtimes import ort_session
+        from eat.runtimes import int8_weights, ort_session
 
         self.c, self.mechanisms = encoder.c, encoder.mechanisms  # eval-time settings are read from here
         self.protected_tokens = encoder.protected_tokens
@@ -170,7 +160,7 @@ class OptimizedGraphEncoder(nn.Module):
             # the embedding tables stay fp32 (the quantizer would make them INT8): a gather costs the same either way,
             # and INT8 tables cost agreement with fp32 (98.2 vs 98.6% per call on SST-2 dev)
             peer = onnx.load(hf_onnx_file(encoder, folder, cfg.opset, optimize=True, int8=int8,
-                                          per_channel=cfg.per_channel, weights=_weights(cfg),
+                                          per_channel=cfg.per_channel, weights=int8_weights(cfg),
                                           fp32_ops=("EmbedLayerNormalization",)))
             if int8 and cfg.activation == "row":
                 per_token_ffn(peer.graph, encoder.c.num_layers)

@@ -407,12 +407,13 @@ def cpu_has_vnni() -> bool:
 def int8_weights(cfg: RuntimeConfig) -> str:
     """runtime.int8_weights resolved for this CPU: auto is s8 where ORT's u8s8 kernel is exact (VNNI); elsewhere s7
     (the same fast kernel, weights within +-63 so that no pair of products overflows 16 bits) where the Linears
-    export their own integers (activation=row), u8 for ORT's quantizer (activation=token)."""
+    export their own integers (activation=row in EAT's layer graphs), u8 where ORT's quantizer makes them
+    (activation=token, and runtime.graph=optimized: the peer's graph)."""
     if cfg.int8_weights != "auto":
         return cfg.int8_weights
     if cpu_has_vnni():
         return "s8"
-    return "s7" if cfg.activation == "row" else "u8"
+    return "s7" if cfg.activation == "row" and cfg.graph != "optimized" else "u8"
 
 
 def swap_linears(module: nn.Module, make, keep=(), _path: str = "") -> nn.Module:
