@@ -623,7 +623,6 @@ def test_optimized_graph_is_the_peer_with_exits_and_is_batch_invariant(name):
     else:  # INT8 rounding may move a row across the threshold, but the tiny model's rows sit far from it
         assert float((b.exit_layer == ref).float().mean()) >= 0.9
     # the threshold is read at each call; no row is sure of 1.5: every row runs the whole graph
-    ex = enc.mechanisms["exit"]
     opt.exit.threshold = 1.5
     static = copy.deepcopy(enc)
     static.mechanisms = nn.ModuleDict()
@@ -636,7 +635,6 @@ def test_optimized_graph_is_the_peer_with_exits_and_is_batch_invariant(name):
         with torch.no_grad():
             peer = build_peer("ort_fp32", static)
             assert torch.allclose(never.logits, torch.cat([peer(*x).logits for x in alone]), atol=1e-4, rtol=0)
-    assert ex.threshold != 1.5  # the encoder given to the runtime is not changed by it
 
 
 def test_optimized_graph_runs_pair_pooled_exits():
