@@ -145,9 +145,26 @@ def prepare_for_eval(rc: RunConfig, module, dm) -> None:
         say(f"[eat] exit temperatures fitted on the first {ex.calibration_examples} rows of "
             f"{ex.calibration_split}: " + " ".join(f"L{k}={t:.3f}" for k, t in fitted.items()))
     if rc.runtime.name != "eager":
-        from eat.runtimes import apply_runtime
-
         module.encoder = apply_runtime(module.encoder, rc.runtime)
+
+
+def apply_runtime(encoder: Encoder, cfg) -> torch.nn.Module:
+    """Switch a loaded encoder (weights final) to the runtime `cfg` (RuntimeConfig): runtime.graph=whole and
+    optimized return the module that replaces it (eat/whole_graph.py, eat/optimized_graph.py), every other runtime
+    changes it in place (eat.runtimes.apply_layer_runtime). The dispatch lives here, above the runtime modules, so
+    that they import eat.runtimes without eat.runtimes importing them back."""
+    encoder.eval()
+    if cfg.name in ("ort", "ort_int8") and cfg.graph == "whole":  # the whole forward as one ORT graph
+        from eat.whole_graph import WholeGraphEncoder
+
+        return WholeGraphEncoder(encoder, cfg)
+    if cfg.name in ("ort", "ort_int8") and cfg.graph == "optimized":  # the peer's graph with the exits grafted in
+        from eat.optimized_graph import OptimizedGraphEncoder
+
+        return OptimizedGraphEncoder(encoder, cfg)
+    from eat.runtimes import apply_layer_runtime
+
+    return apply_layer_runtime(encoder, cfg)
 
 
 def build_for_eval(rc: RunConfig, dm, eval_splits: Optional[List[str]] = None, config_blocks: Optional[Dict] = None):

@@ -444,9 +444,10 @@ def quantize_int8(module: nn.Module, per_channel: bool = True, keep=()) -> nn.Mo
         return quantize_dynamic(module, spec, dtype=torch.qint8, inplace=True)
 
 
-def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> nn.Module:
-    """Switch a loaded encoder (in eval mode, weights final) to the runtime; returns it (changed in place), or
-    with runtime.graph=whole the module that replaces it."""
+def apply_layer_runtime(encoder: Encoder, cfg: RuntimeConfig) -> nn.Module:
+    """Switch a loaded encoder (in eval mode, weights final) to a runtime that keeps its layer loop (eager, int8, and
+    ort / ort_int8 with runtime.graph=layer); returns it, changed in place. eat.build.apply_runtime dispatches every
+    runtime, the graph runtimes (eat/whole_graph.py, eat/optimized_graph.py) included."""
     encoder.eval()
     if cfg.name == "eager":
         return encoder
@@ -454,14 +455,8 @@ def apply_runtime(encoder: Encoder, cfg: RuntimeConfig) -> nn.Module:
         if cfg.activation == "tensor":
             return quantize_int8(encoder, cfg.per_channel, cfg.fp32_linears)
         return swap_linears(encoder, lambda lin: TokenInt8Linear(lin, cfg.per_channel), cfg.fp32_linears)
-    if cfg.graph == "whole":  # the whole forward as one ORT graph (eat/whole_graph.py): a new module
-        from eat.whole_graph import WholeGraphEncoder
-
-        return WholeGraphEncoder(encoder, cfg)
-    if cfg.graph == "optimized":  # the static peer's optimized graph with the exits grafted in: a new module
-        from eat.optimized_graph import OptimizedGraphEncoder
-
-        return OptimizedGraphEncoder(encoder, cfg)
+    if cfg.graph != "layer":
+        raise ValueError(f"runtime.graph={cfg.graph} builds its own module: call eat.build.apply_runtime")
     mechanisms = list(encoder.mechanisms.values())
     # exported into a temporary folder, never the repository: the sessions hold the graphs in memory
     with tempfile.TemporaryDirectory(prefix="eat-ort-") as folder, quiet_export():

@@ -27,7 +27,8 @@ from eat.config import (ConfigError, ExitConfig, MechanismConfig, ModelConfig, P
 from eat.mechanisms import build_mechanisms
 from eat.model.encoder import Encoder, EncoderConfig
 from eat.peers import build_peer
-from eat.runtimes import OrtLayer, apply_runtime, cpu_has_vnni
+from eat.build import apply_runtime
+from eat.runtimes import OrtLayer, cpu_has_vnni
 from torch import nn
 from tests.conftest import GLUE_DIR, ROOT, compose_cfg, needs_glue, run_script, tiny_overrides
 
